@@ -1,0 +1,262 @@
+"""A mergeable histogram with a guaranteed relative error (the DDSketch idea).
+
+    sketch = Sketch(relative_accuracy=0.01)
+    for seconds in (0.012, 0.250, 3.5):
+        sketch.add(seconds)
+    sketch.quantile(0.95)          # within 1% of the exact 95th percentile
+
+Values fall into log-spaced buckets ``(gamma**(i-1), gamma**i]`` with
+``gamma = (1 + a) / (1 - a)``; every bucket is reported by one representative value that is
+within the relative accuracy ``a`` of anything inside it. Buckets are counts, so two sketches
+of the same accuracy merge by adding counts: merging is exact, associative and commutative,
+and any quantile of any merge stays within ``a`` of the exact quantile of the combined data.
+
+Quantiles use the lower nearest-rank definition: ``quantile(q)`` estimates the element at
+zero-based position ``floor(q * (n - 1))`` of the sorted data. Values below
+:data:`MIN_INDEXABLE` (a nanosecond, for values in seconds) are counted in a zero bucket.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterable
+
+__all__ = ["MIN_INDEXABLE", "Sketch", "SketchError"]
+
+#: values at or below this are counted as zero (1 ns when values are seconds)
+MIN_INDEXABLE = 1e-9
+
+_FORMAT_VERSION = 1
+_HEADER = struct.Struct("<Bdddd")  # version, accuracy, sum, min, max
+
+
+class SketchError(ValueError):
+    """A sketch was given a value, an accuracy or bytes it cannot accept."""
+
+
+class Sketch:
+    """A sparse log-bucket histogram of non-negative values; see the module docstring."""
+
+    __slots__ = (
+        "_inv_ln_gamma",
+        "_ln_gamma",
+        "bins",
+        "count",
+        "max",
+        "min",
+        "relative_accuracy",
+        "sum",
+        "zero_count",
+    )
+
+    def __init__(self, relative_accuracy: float = 0.01) -> None:
+        if not 0.0 < relative_accuracy < 1.0:
+            raise SketchError(
+                f"relative accuracy {relative_accuracy!r} is outside (0, 1); e.g. 0.01 for 1%"
+            )
+        self.relative_accuracy = relative_accuracy
+        gamma = (1.0 + relative_accuracy) / (1.0 - relative_accuracy)
+        self._ln_gamma = math.log(gamma)
+        self._inv_ln_gamma = 1.0 / self._ln_gamma
+        #: bucket index -> number of values in ``(gamma**(i-1), gamma**i]``
+        self.bins: dict[int, int] = {}
+        #: number of values at or below :data:`MIN_INDEXABLE`
+        self.zero_count = 0
+        self.count = 0
+        self.sum = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def add(self, value: float) -> None:
+        """Count one value (``>= 0``). This is on the job hot path, so it is kept minimal."""
+        if value > MIN_INDEXABLE:
+            index = math.ceil(math.log(value) * self._inv_ln_gamma)
+            bins = self.bins
+            bins[index] = bins.get(index, 0) + 1
+        elif value >= 0.0:
+            self.zero_count += 1
+        else:
+            raise SketchError(f"a sketch counts non-negative values, got {value!r}")
+        self.count += 1
+        self.sum += value
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+
+    def merge(self, other: Sketch) -> None:
+        """Add every value counted by ``other`` into this sketch (same accuracy required)."""
+        if other.relative_accuracy != self.relative_accuracy:
+            raise SketchError(
+                f"cannot merge sketches of accuracy {self.relative_accuracy} and "
+                f"{other.relative_accuracy}; use one histogram accuracy for all writers"
+            )
+        if other.count == 0:
+            return
+        bins = self.bins
+        for index, n in other.bins.items():
+            bins[index] = bins.get(index, 0) + n
+        self.zero_count += other.zero_count
+        self.count += other.count
+        self.sum += other.sum
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+
+    def copy(self) -> Sketch:
+        twin = Sketch(self.relative_accuracy)
+        twin.merge(self)
+        return twin
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def avg(self) -> float | None:
+        return self.sum / self.count if self.count else None
+
+    def quantile(self, q: float) -> float | None:
+        """The value at quantile ``q`` in [0, 1], or None when the sketch is empty."""
+        if not 0.0 <= q <= 1.0:
+            raise SketchError(f"quantile {q!r} is outside [0, 1]; e.g. 0.95 for p95")
+        if self.count == 0:
+            return None
+        rank = math.floor(q * (self.count - 1))
+        seen = self.zero_count
+        if seen > rank:
+            return max(self.min, 0.0)
+        estimate = self.max
+        for index in sorted(self.bins):
+            seen += self.bins[index]
+            if seen > rank:
+                estimate = self._representative(index)
+                break
+        # Clamping to the exact extremes keeps the error bound and makes p0/p100 exact.
+        return min(max(estimate, self.min), self.max)
+
+    def quantiles(self, qs: Iterable[float]) -> list[float | None]:
+        return [self.quantile(q) for q in qs]
+
+    def _representative(self, index: int) -> float:
+        # Midpoint in the relative sense: 2 * gamma**i / (gamma + 1).
+        return 2.0 * math.exp(index * self._ln_gamma) / (math.exp(self._ln_gamma) + 1.0)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sketch):
+            return NotImplemented
+        return (
+            self.relative_accuracy == other.relative_accuracy
+            and self.count == other.count
+            and self.zero_count == other.zero_count
+            and self.bins == other.bins
+            and math.isclose(self.sum, other.sum, rel_tol=1e-9, abs_tol=1e-12)
+            and (self.count == 0 or (self.min == other.min and self.max == other.max))
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Sketch(relative_accuracy={self.relative_accuracy}, count={self.count}, "
+            f"bins={len(self.bins)})"
+        )
+
+    # -- serialisation ---------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """Compact form: a header, then zig-zag delta-coded bucket indexes and varint counts."""
+        empty = self.count == 0
+        out = bytearray(
+            _HEADER.pack(
+                _FORMAT_VERSION,
+                self.relative_accuracy,
+                self.sum,
+                0.0 if empty else self.min,
+                0.0 if empty else self.max,
+            )
+        )
+        _put_varint(out, self.zero_count)
+        _put_varint(out, len(self.bins))
+        previous = 0
+        for index in sorted(self.bins):
+            _put_varint(out, _zigzag(index - previous))
+            _put_varint(out, self.bins[index])
+            previous = index
+        return bytes(out)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Sketch:
+        """Rebuild a sketch written by :meth:`to_bytes`; raise SketchError on damaged bytes."""
+        if len(data) < _HEADER.size:
+            raise SketchError(f"sketch bytes too short ({len(data)} bytes)")
+        version, accuracy, total, low, high = _HEADER.unpack_from(data)
+        if version != _FORMAT_VERSION:
+            raise SketchError(f"unknown sketch format version {version}")
+        sketch = cls(accuracy)
+        pos = _HEADER.size
+        try:
+            sketch.zero_count, pos = _get_varint(data, pos)
+            n_bins, pos = _get_varint(data, pos)
+            index = 0
+            for _ in range(n_bins):
+                delta, pos = _get_varint(data, pos)
+                index += _unzigzag(delta)
+                n, pos = _get_varint(data, pos)
+                sketch.bins[index] = n
+        except IndexError:
+            raise SketchError("sketch bytes are truncated") from None
+        if pos != len(data):
+            raise SketchError(f"{len(data) - pos} unexpected trailing bytes after a sketch")
+        sketch.count = sketch.zero_count + sum(sketch.bins.values())
+        sketch.sum = total
+        if sketch.count:
+            sketch.min, sketch.max = low, high
+        return sketch
+
+    @classmethod
+    def from_bins(
+        cls,
+        relative_accuracy: float,
+        bins: dict[int, int],
+        zero_count: int,
+        total: float,
+        low: float,
+        high: float,
+    ) -> Sketch:
+        """Rebuild a sketch from parts kept elsewhere (for example Redis hash fields)."""
+        sketch = cls(relative_accuracy)
+        sketch.bins = {i: n for i, n in bins.items() if n}
+        sketch.zero_count = zero_count
+        sketch.count = zero_count + sum(sketch.bins.values())
+        sketch.sum = total
+        if sketch.count:
+            sketch.min, sketch.max = low, high
+        return sketch
+
+
+def _zigzag(n: int) -> int:
+    return n * 2 if n >= 0 else -n * 2 - 1
+
+
+def _unzigzag(n: int) -> int:
+    return n // 2 if n % 2 == 0 else -(n + 1) // 2
+
+
+def _put_varint(out: bytearray, n: int) -> None:
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def _get_varint(data: bytes, pos: int) -> tuple[int, int]:
+    shift = 0
+    result = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
