@@ -204,8 +204,9 @@ class Aggregate:
             if stat is None:
                 stat = self.exceptions[outcome.exception_type] = ExceptionStat()
             stat.count += 1
-            stat.last_message = (outcome.exception_message or "")[:message_limit]
-            stat.last_seen = finished_at
+            if finished_at >= stat.last_seen:  # outcomes may arrive out of order
+                stat.last_message = (outcome.exception_message or "")[:message_limit]
+                stat.last_seen = finished_at
 
     def merge(self, other: Aggregate) -> None:
         for status, n in other.counts.items():

@@ -161,8 +161,8 @@ class Recorder:
             return aggregate
         # Hard stop at twice the bound; the flusher trims back to the bound, oldest first.
         if len(self._current) >= 2 * self._buffer_max:
-            self._dropped[app] = self._dropped.get(app, 0) + 1
-            self._dropped_total += 1
+            self._count_dropped(app, 1)
+            self._recorded += 1
             return None
         aggregate = self._current[key] = Aggregate(self._accuracy)
         self._frameworks.setdefault((app, queue), self.framework)
@@ -182,24 +182,37 @@ class Recorder:
                 return False
 
     def _flush_locked(self) -> bool:
-        if self._inflight is None:
-            with self._lock:
-                if not self._current and not self._dropped:
-                    return True
-                aggregates, self._current = self._current, {}
-                frameworks, self._frameworks = self._frameworks, {}
-                dropped = dict(self._dropped)
-            self._inflight = FlushBatch(
-                batch_id=uuid.uuid4().hex,
-                created_at=self._clock(),
-                aggregates={
-                    (SeriesKey(app, queue, job), minute): aggregate
-                    for (app, queue, job, minute), aggregate in aggregates.items()
-                },
-                frameworks=frameworks,
-                dropped=dropped,
-            )
+        # At most two writes: a batch left over from a failed attempt, then what is new.
+        for _ in range(2):
+            if self._inflight is None and not self._cut_batch():
+                return True
+            if not self._write_inflight():
+                return False
+        return not self._current and not self._dropped
+
+    def _cut_batch(self) -> bool:
+        """Move the current aggregates into a new in-flight batch; False if nothing to send."""
+        with self._lock:
+            if not self._current and not self._dropped:
+                return False
+            aggregates, self._current = self._current, {}
+            frameworks, self._frameworks = self._frameworks, {}
+            dropped = dict(self._dropped)
+        self._inflight = FlushBatch(
+            batch_id=uuid.uuid4().hex,
+            created_at=self._clock(),
+            aggregates={
+                (SeriesKey(app, queue, job), minute): aggregate
+                for (app, queue, job, minute), aggregate in aggregates.items()
+            },
+            frameworks=frameworks,
+            dropped=dropped,
+        )
+        return True
+
+    def _write_inflight(self) -> bool:
         batch = self._inflight
+        assert batch is not None
         try:
             storage = self._storage
             if storage is None:
@@ -223,7 +236,7 @@ class Recorder:
             log.warning("queuelens: storage is back after %d failed flushes", self._failures_in_row)
         self._failures_in_row = 0
         self._backoff_s = self.flush_interval_s
-        return not self._current
+        return True
 
     def _on_flush_failure(self, exc: Exception) -> None:
         self._flush_failures += 1
@@ -235,18 +248,25 @@ class Recorder:
         self._enforce_bound()
 
     def _enforce_bound(self) -> None:
-        """Past ``buffer_max_buckets``, drop the oldest data (the in-flight batch first)."""
+        """Past ``buffer_max_buckets``, drop the oldest minutes: in-flight first, then new.
+
+        Dropping part of the in-flight batch keeps its id: SQL applies a batch all or
+        nothing, and Redis skips the series an earlier attempt had already applied.
+        """
         with self._lock:
-            pending = len(self._current)
             inflight = self._inflight
-            if inflight is not None and pending + len(inflight.aggregates) > self._buffer_max:
-                for (series, _), aggregate in inflight.aggregates.items():
-                    self._count_dropped(series.app, aggregate.total)
-                self._inflight = None
-            excess = len(self._current) - self._buffer_max
-            if excess > 0:
-                for key in sorted(self._current, key=lambda k: k[3])[:excess]:
-                    self._count_dropped(key[0], self._current.pop(key).total)
+            held = len(inflight.aggregates) if inflight is not None else 0
+            excess = len(self._current) + held - self._buffer_max
+            if excess <= 0:
+                return
+            if inflight is not None:
+                for key in sorted(inflight.aggregates, key=lambda k: k[1])[:excess]:
+                    self._count_dropped(key[0].app, inflight.aggregates.pop(key).total)
+                    excess -= 1
+                if not inflight.aggregates and not inflight.dropped:
+                    self._inflight = None
+            for current_key in sorted(self._current, key=lambda k: k[3])[: max(excess, 0)]:
+                self._count_dropped(current_key[0], self._current.pop(current_key).total)
 
     def _count_dropped(self, app: str, n: int) -> None:
         self._dropped[app] = self._dropped.get(app, 0) + n

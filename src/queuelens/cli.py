@@ -1,0 +1,152 @@
+"""The ``queuelens`` command.
+
+    queuelens demo                  # run a real workload into SQLite and print what it measured
+    queuelens migrate               # create or upgrade the SQL schema of QUEUELENS_STORAGE_URL
+    queuelens prune                 # delete data older than its retention
+    queuelens settings              # show the effective settings and where they came from
+
+Every command reads settings from ``QUEUELENS_*`` variables and ``queuelens.toml``; a bad
+setting or an unreachable storage is reported in one line and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from queuelens import __version__
+from queuelens.config import ConfigError, Settings, load_settings
+from queuelens.storage import StorageError, open_storage, redact_url, scheme_of
+
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        settings = load_settings(args.config, None, **_overrides(args))
+        code: int = args.handler(args, settings)
+        return code
+    except (ConfigError, StorageError) as exc:
+        print(f"queuelens: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("queuelens: interrupted", file=sys.stderr)
+        return 130
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
+    overrides = {}
+    if getattr(args, "storage", None):
+        overrides["storage_url"] = args.storage
+    if getattr(args, "app", None):
+        overrides["app"] = args.app
+    return overrides
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="queuelens",
+        description="Queue, job, worker and server metrics for Python task queues.",
+        epilog="Settings come from QUEUELENS_* environment variables and queuelens.toml; "
+        "see docs/configuration.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"queuelens {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="settings file (default: $QUEUELENS_CONFIG or ./queuelens.toml)",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def storage_arg(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--storage", metavar="URL", help="storage URL (default: QUEUELENS_STORAGE_URL)"
+        )
+
+    demo = commands.add_parser(
+        "demo",
+        help="run a real embedded workload and show what queuelens measured",
+        description="Run threads executing real jobs of varied duration (some fail), record "
+        "them through the recorder into SQLite and print a summary per queue and job.",
+    )
+    demo.add_argument("--seconds", type=float, default=8.0, help="how long to run (default 8)")
+    demo.add_argument(
+        "--storage", metavar="URL", help="storage URL (default: sqlite:///queuelens-demo.db)"
+    )
+    demo.set_defaults(handler=_demo)
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="create or upgrade the SQL schema",
+        description="Apply the schema migrations to a PostgreSQL, MySQL/MariaDB or SQLite "
+        "storage (SQLite is also migrated automatically). Redis needs no migration.",
+    )
+    storage_arg(migrate)
+    migrate.set_defaults(handler=_migrate)
+
+    prune = commands.add_parser(
+        "prune",
+        help="delete data older than its retention",
+        description="Delete buckets, gauges, batch ids and workers past their retention "
+        "(QUEUELENS_RETENTION_MINUTE, _HOUR, _DAY, _WORKERS).",
+    )
+    storage_arg(prune)
+    prune.set_defaults(handler=_prune)
+
+    show = commands.add_parser("settings", help="print the effective settings")
+    storage_arg(show)
+    show.set_defaults(handler=_settings)
+    return parser
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from queuelens.demo import run_demo
+
+    if args.seconds <= 0:
+        raise ConfigError(f"--seconds {args.seconds} must be positive; e.g. --seconds 8")
+    return run_demo(args.storage, seconds=args.seconds)
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    url = settings.storage_url
+    if scheme_of(url).startswith("redis"):
+        print(f"{redact_url(url)}: Redis needs no migration")
+        return 0
+    from queuelens.storage.sql import migrate
+
+    revision = migrate(url)
+    print(f"{redact_url(url)}: schema at revision {revision}")
+    return 0
+
+
+def _prune(args: argparse.Namespace, settings: Settings) -> int:
+    storage = open_storage(
+        settings.storage_url,
+        relative_accuracy=settings.histogram_accuracy,
+        retention=settings.retention,
+    )
+    try:
+        report = storage.prune()
+    finally:
+        storage.close()
+    for kind, n in sorted(report.removed.items()):
+        print(f"{kind:>20}: {n} removed")
+    print(f"{'total':>20}: {report.total} removed from {storage.url}")
+    return 0
+
+
+def _settings(args: argparse.Namespace, settings: Settings) -> int:
+    for name, value in settings.model_dump().items():
+        shown = redact_url(value) if name == "storage_url" else value
+        print(f"{name} = {shown!r}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
