@@ -345,3 +345,20 @@ def test_outcome_app_overrides_recorder_app(storage: Storage) -> None:
     recorder.close()
     assert storage.list_apps() == ["billing", "tenant-2"]
     assert [q.framework for q in storage.list_queues("billing")] == ["rq"]
+
+
+def test_names_no_storage_can_keep_are_cleaned_not_fatal(storage: Storage) -> None:
+    recorder = Recorder(storage, flush_interval_s=60)
+    long_name = "j" * 5000
+    for _ in range(3):
+        recorder.record(job("bad\x00name", exception_type="Err\x00or", exception_message="m"))
+        recorder.record(job(long_name))
+        recorder.record(JobOutcome(queue="q\udc80", job="x", status=JobStatus.failed))
+    recorder.close()
+    assert recorder.stats().flush_failures == 0
+    totals = stored_total(storage)
+    bad = totals[SeriesKey("default", "emails", "bad\ufffdname")]
+    assert bad.total == 3
+    assert bad.exceptions["Err\ufffdor"].count == 3
+    assert totals[SeriesKey("default", "emails", "j" * 1024)].total == 3
+    assert totals[SeriesKey("default", "q?", "x")].total == 3

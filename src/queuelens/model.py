@@ -19,6 +19,7 @@ from enum import IntEnum, StrEnum
 from queuelens.sketch import Sketch
 
 __all__ = [
+    "MAX_NAME_CHARS",
     "OVERFLOW_JOB",
     "Aggregate",
     "BucketKey",
@@ -33,10 +34,26 @@ __all__ = [
     "WorkerHeartbeat",
     "WorkerState",
     "bucket_start",
+    "clean_name",
 ]
 
 #: job name that stands for every job past the per-queue cardinality cap
 OVERFLOW_JOB = "__overflow__"
+#: longest app, queue, job or exception-type name every storage keeps exactly
+MAX_NAME_CHARS = 1024
+
+
+def clean_name(name: object) -> str:
+    """``name`` as every storage can keep it: a string without NULs or lone surrogates,
+    at most :data:`MAX_NAME_CHARS` long. Valid names come back unchanged."""
+    text = name if isinstance(name, str) else str(name)
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text[:MAX_NAME_CHARS]
 
 
 class JobStatus(StrEnum):
@@ -202,7 +219,10 @@ class Aggregate:
         if outcome.exception_type is not None:
             stat = self.exceptions.get(outcome.exception_type)
             if stat is None:
-                stat = self.exceptions[outcome.exception_type] = ExceptionStat()
+                name = clean_name(outcome.exception_type)
+                stat = self.exceptions.get(name)
+                if stat is None:
+                    stat = self.exceptions[name] = ExceptionStat()
             stat.count += 1
             if finished_at >= stat.last_seen:  # outcomes may arrive out of order
                 stat.last_message = (outcome.exception_message or "")[:message_limit]

@@ -32,6 +32,7 @@ from queuelens.model import (
     FlushBatch,
     JobOutcome,
     SeriesKey,
+    clean_name,
 )
 from queuelens.storage.base import Storage
 
@@ -144,7 +145,8 @@ class Recorder:
 
     def _new_aggregate(self, key: _Key) -> Aggregate | None:
         """Make room for a new (series, minute); apply cardinality caps. Holds ``_lock``."""
-        app, queue, job, minute = key
+        app, queue, job = clean_name(key[0]), clean_name(key[1]), clean_name(key[2])
+        minute = key[3]
         queues = self._queues.setdefault(app, set())
         if queue not in queues:
             if len(queues) >= self._max_queues:

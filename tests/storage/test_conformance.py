@@ -136,6 +136,14 @@ def test_retried_batch_is_not_counted_twice(storage: Storage) -> None:
     assert storage.read_dropped(HOUR_AGO - 86400, NOW + 86400) == {"a": 3}
 
 
+def test_a_batch_carrying_only_a_drop_count(storage: Storage) -> None:
+    batch = make_batch([], dropped={"shop": 5, "größe": 1})
+    assert storage.write(batch) is True
+    assert storage.write(batch) is False
+    assert storage.write(make_batch([])) is True  # an empty batch is harmless
+    assert storage.read_dropped(NOW - 86400, NOW + 86400) == {"shop": 5, "größe": 1}
+
+
 def test_unknown_series_and_empty_ranges_read_as_absent(storage: Storage) -> None:
     key = SeriesKey("a", "q", "j")
     storage.write(make_batch([(key, outcome(at=HOUR_AGO + 1))]))

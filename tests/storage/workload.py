@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from collections.abc import Iterable
 
@@ -65,7 +66,7 @@ def make_batch(
         seen_frameworks.setdefault((series.app, series.queue), "python")
     return FlushBatch(
         batch_id=batch_id or uuid.uuid4().hex,
-        created_at=max((k[1] for k in aggregates), default=0),
+        created_at=time.time(),
         aggregates=aggregates,
         frameworks=frameworks or seen_frameworks,
         dropped=dropped or {},
