@@ -204,18 +204,37 @@ class Aggregate:
 
     def add(self, outcome: JobOutcome, finished_at: float, message_limit: int = 500) -> None:
         """Fold one outcome in. Negative measurements (clock skew) count as zero."""
+        # The job hot path: plain branches and local names, no helper calls for the stats.
         counts = self.counts
-        counts[outcome.status] = counts.get(outcome.status, 0) + 1
-        if outcome.duration_s is not None:
-            self.duration.add(outcome.duration_s if outcome.duration_s > 0.0 else 0.0)
-        if outcome.wait_s is not None:
-            self.wait.add(outcome.wait_s if outcome.wait_s > 0.0 else 0.0)
-        if outcome.cpu_s is not None:
-            self.cpu.add(outcome.cpu_s if outcome.cpu_s > 0.0 else 0.0)
-        if outcome.memory_peak_mb is not None:
-            self.memory_peak.add(max(outcome.memory_peak_mb, 0.0))
-        if outcome.memory_delta_mb is not None:
-            self.memory_delta.add(max(outcome.memory_delta_mb, 0.0))
+        status = outcome.status
+        counts[status] = counts.get(status, 0) + 1
+        value = outcome.duration_s
+        if value is not None:
+            self.duration.add(value if value > 0.0 else 0.0)
+        value = outcome.wait_s
+        if value is not None:
+            self.wait.add(value if value > 0.0 else 0.0)
+        value = outcome.cpu_s
+        if value is not None:
+            self.cpu.add(value if value > 0.0 else 0.0)
+        value = outcome.memory_peak_mb
+        if value is not None:
+            stat = self.memory_peak
+            if value < 0.0:
+                value = 0.0
+            stat.count += 1
+            stat.total += value
+            if value > stat.max or stat.count == 1:
+                stat.max = value
+        value = outcome.memory_delta_mb
+        if value is not None:
+            stat = self.memory_delta
+            if value < 0.0:
+                value = 0.0
+            stat.count += 1
+            stat.total += value
+            if value > stat.max or stat.count == 1:
+                stat.max = value
         if outcome.exception_type is not None:
             stat = self.exceptions.get(outcome.exception_type)
             if stat is None:

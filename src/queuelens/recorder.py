@@ -306,6 +306,7 @@ class Recorder:
             )
         with self._lock:
             self._started = True  # a closed recorder does not restart its thread
+        _live_recorders.discard(self)  # nothing left for the exit hook to do
         storage = self._storage
         if storage is not None and self._owns_storage:
             storage.close()

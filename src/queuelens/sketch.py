@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Iterable
+from math import ceil, log
 
 __all__ = ["MIN_INDEXABLE", "Sketch", "SketchError"]
 
@@ -73,8 +74,8 @@ class Sketch:
     def add(self, value: float) -> None:
         """Count one value (``>= 0``). This is on the job hot path, so it is kept minimal."""
         if value > MIN_INDEXABLE:
-            index = math.ceil(math.log(value) * self._inv_ln_gamma)
             bins = self.bins
+            index = ceil(log(value) * self._inv_ln_gamma)
             bins[index] = bins.get(index, 0) + 1
         elif value >= 0.0:
             self.zero_count += 1

@@ -88,9 +88,14 @@ def open_storage(
 
         return RedisStorage(url, relative_accuracy=relative_accuracy, retention=retention)
     except ModuleNotFoundError as exc:
+        hint = (
+            f"pip install 'queuelens[{extra}]'"
+            if extra
+            else "pip install --force-reinstall queuelens"
+        )
         raise StorageError(
             f"storage URL {redact_url(url)!r} needs the Python package {exc.name!r}; "
-            f"install it with: pip install 'queuelens[{extra}]'"
+            f"install it with: {hint}"
         ) from None
 
 
