@@ -3,6 +3,7 @@
     queuelens demo                  # run a real workload into SQLite and print what it measured
     queuelens migrate               # create or upgrade the SQL schema of QUEUELENS_STORAGE_URL
     queuelens prune                 # delete data older than its retention
+    queuelens probe --once          # read queue depths from the brokers in queuelens.toml
     queuelens settings              # show the effective settings and where they came from
 
 Every command reads settings from ``QUEUELENS_*`` variables and ``queuelens.toml``; a bad
@@ -12,11 +13,14 @@ setting or an unreachable storage is reported in one line and exit code 2, never
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from queuelens import __version__
-from queuelens.config import ConfigError, Settings, load_settings
+from queuelens.config import ConfigError, Settings, load_settings, parse_duration
+from queuelens.model import GaugeSample
+from queuelens.probes import FRAMEWORKS, ProbeError
 from queuelens.storage import StorageError, open_storage, redact_url, scheme_of
 
 EXIT_USAGE = 2
@@ -32,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args.config, None, **_overrides(args))
         code: int = args.handler(args, settings)
         return code
-    except (ConfigError, StorageError) as exc:
+    except (ConfigError, StorageError, ProbeError) as exc:
         print(f"queuelens: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -99,6 +103,29 @@ def _parser() -> argparse.ArgumentParser:
     storage_arg(prune)
     prune.set_defaults(handler=_prune)
 
+    probe = commands.add_parser(
+        "probe",
+        help="read queue depths from brokers and store them",
+        description="Read pending, scheduled, reserved and failed counts and the oldest "
+        "pending age of each queue, and store them as gauges. Probes come from --framework/"
+        "--broker, or else from the [[probes]] tables of queuelens.toml.",
+    )
+    storage_arg(probe)
+    probe.add_argument("--framework", choices=FRAMEWORKS, help="framework of the broker")
+    probe.add_argument("--broker", metavar="URL", help="broker URL, e.g. redis://localhost:6379/0")
+    probe.add_argument(
+        "--queue",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="queue to probe (repeatable; default: every queue the broker knows)",
+    )
+    probe.add_argument("--once", action="store_true", help="sample once and exit")
+    probe.add_argument(
+        "--interval", default="15s", metavar="DURATION", help="time between samples (15s)"
+    )
+    probe.set_defaults(handler=_probe)
+
     show = commands.add_parser("settings", help="print the effective settings")
     storage_arg(show)
     show.set_defaults(handler=_settings)
@@ -139,6 +166,61 @@ def _prune(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{kind:>20}: {n} removed")
     print(f"{'total':>20}: {report.total} removed from {storage.url}")
     return 0
+
+
+def _probe(args: argparse.Namespace, settings: Settings) -> int:
+    from queuelens.probes import ProbeConfig, build_probe
+    from queuelens.probes.runner import ProbeRunner, probe_configs_from_toml
+
+    try:
+        interval_s = parse_duration(args.interval)
+    except ValueError as exc:
+        raise ConfigError(f"--interval {args.interval!r} is invalid ({exc}); e.g. 15s") from None
+    if args.framework or args.broker:
+        if not (args.framework and args.broker):
+            raise ConfigError(
+                "--framework and --broker go together; e.g. "
+                "--framework rq --broker redis://localhost:6379/0"
+            )
+        configs = [ProbeConfig(args.framework, args.broker, settings.app, list(args.queue))]
+    else:
+        path = args.config or os.environ.get("QUEUELENS_CONFIG") or "queuelens.toml"
+        if not os.path.exists(path):
+            raise ConfigError(
+                "no probes configured: pass --framework and --broker, or add [[probes]] "
+                f"tables to {path} (see docs/probes.md)"
+            )
+        configs = probe_configs_from_toml(path, settings.app)
+        if not configs:
+            raise ConfigError(f"{path} has no [[probes]] tables; see docs/probes.md")
+    storage = open_storage(
+        settings.storage_url,
+        relative_accuracy=settings.histogram_accuracy,
+        retention=settings.retention,
+    )
+    runner = ProbeRunner(
+        [build_probe(c) for c in configs], storage, interval_s=interval_s, on_sample=_print_samples
+    )
+    try:
+        if args.once:
+            runner.run_once()
+            return 1 if runner.failures else 0
+        runner.run_forever()
+        return 0
+    finally:
+        runner.close()
+        storage.close()
+
+
+def _print_samples(samples: list[GaugeSample]) -> None:
+    columns = ("pending", "scheduled", "reserved", "failed", "oldest_pending_age_s")
+    print(f"{'app':<12} {'queue':<24} " + " ".join(f"{c[:10]:>10}" for c in columns))
+    for sample in samples:
+        cells = []
+        for column in columns:
+            value = sample.values.get(column)
+            cells.append(f"{'-' if value is None else round(value, 1):>10}")
+        print(f"{sample.app[:12]:<12} {sample.key[:24]:<24} " + " ".join(cells))
 
 
 def _settings(args: argparse.Namespace, settings: Settings) -> int:

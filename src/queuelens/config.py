@@ -38,7 +38,9 @@ __all__ = ["ConfigError", "Settings", "load_settings", "parse_duration"]
 ENV_PREFIX = "QUEUELENS_"
 DEFAULT_TOML = "queuelens.toml"
 #: tables of queuelens.toml that belong to other features (alerting, auth) and are not settings
-RESERVED_TABLES = frozenset({"alerts", "auth", "health", "capacity", "receivers", "rules"})
+RESERVED_TABLES = frozenset(
+    {"alerts", "auth", "health", "capacity", "receivers", "rules", "probes"}
+)
 
 _LOCK = threading.Lock()
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
