@@ -334,3 +334,17 @@ def test_worker_heartbeats(storage: Storage) -> None:
 def test_ping(storage: Storage, storage_url: str) -> None:
     storage.ping()
     assert storage.url.split("://")[0] == storage_url.split("://")[0]
+
+
+def test_leases_have_one_holder_at_a_time(storage: Storage) -> None:
+    assert storage.acquire_lease("server:ip-10-0-0-1.ec2.internal", "a", 0.5) is True
+    assert storage.acquire_lease("server:ip-10-0-0-1.ec2.internal", "b", 0.5) is False
+    assert storage.acquire_lease("server:ip-10-0-0-1.ec2.internal", "a", 0.5) is True  # renew
+    assert storage.acquire_lease("größe", "b", 30) is True  # leases are independent
+    time.sleep(0.6)
+    assert storage.acquire_lease("server:ip-10-0-0-1.ec2.internal", "b", 30) is True  # expired
+    assert storage.acquire_lease("server:ip-10-0-0-1.ec2.internal", "a", 30) is False
+    storage.release_lease("server:ip-10-0-0-1.ec2.internal", "a")  # not the holder: no-op
+    assert storage.acquire_lease("server:ip-10-0-0-1.ec2.internal", "a", 30) is False
+    storage.release_lease("server:ip-10-0-0-1.ec2.internal", "b")
+    assert storage.acquire_lease("server:ip-10-0-0-1.ec2.internal", "a", 30) is True

@@ -231,8 +231,8 @@ def test_sqlite_schema_is_created_on_first_open(tmp_path: Path) -> None:
     assert not (tmp_path / "sub").exists()  # asking created nothing
     with SQLStorage(url) as storage:
         assert storage.list_apps() == []
-    assert schema_revision(url) == head_revision() == "0001"
-    assert migrate(url) == "0001"  # already at head: nothing to do
+    assert schema_revision(url) == head_revision() == "0002"
+    assert migrate(url) == "0002"  # already at head: nothing to do
     assert (tmp_path / "sub" / "dir" / "ql.db.lock").exists()  # serialises first opens
 
 

@@ -224,6 +224,19 @@ class Storage(Protocol):
         """Delete what is older than its retention."""
         ...
 
+    def acquire_lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Take, or renew, the lease ``name`` for ``owner`` for ``ttl_s`` seconds.
+
+        True if ``owner`` now holds it: nobody held it, it had expired, or ``owner`` held
+        it already. Used so that one process per host samples server resources and one
+        server replica evaluates alerts.
+        """
+        ...
+
+    def release_lease(self, name: str, owner: str) -> None:
+        """Give the lease up early if ``owner`` holds it (a graceful shutdown)."""
+        ...
+
     def ping(self) -> None:
         """Raise StorageUnavailable unless the storage answers."""
         ...

@@ -34,7 +34,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, select, union, update
+from sqlalchemy import Table, delete, select, union, update
 from sqlalchemy.engine import Connection
 
 from queuelens.model import (
@@ -74,6 +74,7 @@ from queuelens.storage.sql_schema import (
     gauge_buckets,
     gauge_latest,
     gauge_sources,
+    leases,
     queues,
     workers,
 )
@@ -382,6 +383,41 @@ class SQLStorage:
     def prune(self, now: float | None = None) -> PruneReport:
         now = time.time() if now is None else now
         return PruneReport(prune_all(self._run, self.retention, now))
+
+    def acquire_lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        check_name(name, "lease name")
+        check_name(owner, "lease owner")
+        name_hash = key_hash(name)
+
+        def work(conn: Connection) -> bool:
+            now = time.time()
+            row = {"name_hash": name_hash, "name": name, "owner": owner, "expires_at": now + ttl_s}
+            upsert(conn, leases, [row], ("name_hash",), rules={})  # create if missing
+            held = conn.execute(
+                select(leases.c.owner, leases.c.expires_at)
+                .where(leases.c.name_hash == name_hash)
+                .with_for_update()
+            ).one()
+            if held.owner != owner and held.expires_at > now:
+                return False
+            conn.execute(
+                update(leases)
+                .where(leases.c.name_hash == name_hash)
+                .values(owner=owner, expires_at=now + ttl_s)
+            )
+            return True
+
+        return self._run(work, write=True, action=f"taking the lease {name!r}")
+
+    def release_lease(self, name: str, owner: str) -> None:
+        name_hash = key_hash(name)
+        self._run(
+            lambda conn: conn.execute(
+                delete(leases).where(leases.c.name_hash == name_hash, leases.c.owner == owner)
+            ),
+            write=True,
+            action=f"releasing the lease {name!r}",
+        )
 
     def ping(self) -> None:
         try:

@@ -80,6 +80,7 @@ __all__ = [
     "gauge_buckets",
     "gauge_latest",
     "gauge_sources",
+    "leases",
     "metadata",
     "queues",
     "series",
@@ -304,5 +305,16 @@ workers = Table(
     Column("last_heartbeat_at", Double(), nullable=False),
     Index("ix_ql_workers_app", "app", mysql_length={"app": 255}),
     Index("ix_ql_workers_last_heartbeat_at", "last_heartbeat_at"),
+    **_TABLE_ARGS,
+)
+
+leases = Table(
+    "ql_leases",
+    metadata,
+    Column("name_hash", _hash(), primary_key=True),
+    Column("name", Name(), nullable=False),
+    #: who holds the lease until ``expires_at`` (wall clock of the holder)
+    Column("owner", Name(), nullable=False),
+    Column("expires_at", Double(), nullable=False),
     **_TABLE_ARGS,
 )
