@@ -70,6 +70,7 @@ _ALIASES = {
     "retention_hour_s": "retention_hour",
     "retention_day_s": "retention_day",
     "retention_workers_s": "retention_workers",
+    "server_sample_interval_s": "server_sample_interval",
 }
 
 
@@ -145,6 +146,8 @@ class Settings(BaseSettings):
     retention_day_s: float = Field(400 * 86400.0, alias="retention_day")
     #: how long a silent worker is still listed (as dead) before it is removed
     retention_workers_s: float = Field(7 * 86400.0, alias="retention_workers")
+    #: how often one process per host samples CPU, memory, disks and network
+    server_sample_interval_s: float = Field(15.0, alias="server_sample_interval")
     #: relative error of every percentile (0.01 = 1%)
     histogram_accuracy: float = 0.01
     #: distinct job names kept per queue; more go to the ``__overflow__`` series
@@ -163,6 +166,7 @@ class Settings(BaseSettings):
         "retention_hour_s",
         "retention_day_s",
         "retention_workers_s",
+        "server_sample_interval_s",
         mode="before",
     )
     @classmethod

@@ -21,6 +21,7 @@ from queuelens.measure import Measured
 from queuelens.model import JobOutcome, JobStatus
 from queuelens.recorder import Recorder
 from queuelens.storage import Storage, open_storage
+from queuelens.system import ServerSampler
 
 __all__ = ["Runtime", "outcome_from"]
 
@@ -35,6 +36,7 @@ class Runtime:
     settings: Settings
     recorder: Recorder
     _storage: Storage | None = field(default=None, repr=False)
+    _sampler: ServerSampler | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -93,6 +95,9 @@ class Runtime:
         concurrency: int = 1,
         worker_id: str | None = None,
     ) -> WorkerTracker:
+        """A tracker for one worker; also starts this host's resource sampler (by lease,
+        so one process per host samples however many workers run there)."""
+        self.start_server_sampler()
         return WorkerTracker(
             self.storage,
             app=self.settings.app,
@@ -104,7 +109,20 @@ class Runtime:
             worker_id=worker_id,
         )
 
+    def start_server_sampler(self) -> None:
+        with self._lock:
+            if self._sampler is not None:
+                return
+            self._sampler = ServerSampler(
+                self.storage,
+                app=self.settings.app,
+                interval_s=self.settings.server_sample_interval_s,
+            )
+        self._sampler.start()
+
     def close(self) -> None:
+        if self._sampler is not None:
+            self._sampler.stop()
         self.recorder.close()
         with self._lock:
             if self._storage is not None:
