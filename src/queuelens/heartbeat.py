@@ -54,12 +54,15 @@ class WorkerTracker:
         worker_id: str | None = None,
         resources: Callable[[], tuple[float | None, float | None]] | None = None,
         clock: Callable[[], float] = time.time,
+        owns_storage: bool | None = None,
     ) -> None:
         if isinstance(storage, Storage):
             self._storage: Storage | None = storage
             self._factory: Callable[[], Storage] | None = None
         else:
             self._storage, self._factory = None, storage
+        # A storage made by our factory is ours to close, unless the caller shares it.
+        self._owns_storage = self._factory is not None if owns_storage is None else owns_storage
         self.app = app
         self.framework = framework
         self.name = name
@@ -190,7 +193,7 @@ class WorkerTracker:
             self._thread.join(5.0)
         self.beat(WorkerState.stopped)
         _live_trackers.discard(self)
-        if self._factory is not None and self._storage is not None:
+        if self._owns_storage and self._storage is not None:
             self._storage.close()
 
     def _safe_resources(self) -> tuple[float | None, float | None]:

@@ -102,12 +102,17 @@ class Recorder:
         buffer_max_buckets: int = 20_000,
         exception_message_max: int = 500,
         clock: Callable[[], float] = time.time,
+        owns_storage: bool | None = None,
     ) -> None:
         if isinstance(storage, Storage):
             self._storage: Storage | None = storage
             self._storage_factory: Callable[[], Storage] | None = None
         else:
             self._storage, self._storage_factory = None, storage
+        # A storage made by our factory is ours to close at close(), unless it is shared.
+        self._owns_storage = (
+            self._storage_factory is not None if owns_storage is None else (owns_storage)
+        )
         self.app = app
         self.framework = framework
         self.flush_interval_s = flush_interval_s
@@ -310,10 +315,6 @@ class Recorder:
         storage = self._storage
         if storage is not None and self._owns_storage:
             storage.close()
-
-    @property
-    def _owns_storage(self) -> bool:
-        return self._storage_factory is not None
 
     def stats(self) -> RecorderStats:
         inflight = self._inflight

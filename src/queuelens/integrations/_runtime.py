@@ -23,7 +23,7 @@ from queuelens.recorder import Recorder
 from queuelens.storage import Storage, open_storage
 from queuelens.system import ServerSampler
 
-__all__ = ["Runtime", "outcome_from"]
+__all__ = ["Runtime", "exception_name", "outcome_from"]
 
 log = logging.getLogger("queuelens.integrations")
 
@@ -73,6 +73,7 @@ class Runtime:
             max_queues_per_app=settings.max_queues_per_app,
             buffer_max_buckets=settings.buffer_max_buckets,
             exception_message_max=settings.exception_message_max,
+            owns_storage=False,  # shared with trackers and the sampler; Runtime.close closes it
         )
         return runtime
 
@@ -107,6 +108,7 @@ class Runtime:
             concurrency=concurrency,
             heartbeat_interval_s=self.settings.heartbeat_interval_s,
             worker_id=worker_id,
+            owns_storage=False,
         )
 
     def start_server_sampler(self) -> None:
@@ -150,15 +152,19 @@ def outcome_from(
         cpu_s=measured.cpu_s if measured else None,
         memory_peak_mb=measured.memory_peak_mb if measured else None,
         memory_delta_mb=measured.memory_delta_mb if measured else None,
-        exception_type=_exception_name(exception) if exception is not None else None,
+        exception_type=exception_name(exception) if exception is not None else None,
         exception_message=str(exception) if exception is not None else None,
         finished_at=finished_at,
     )
 
 
-def _exception_name(exception: BaseException) -> str:
+def exception_name(exception: BaseException) -> str:
+    """``ValueError`` for builtins, ``package.module.Error`` for everything else."""
     cls = type(exception)
     module = cls.__module__
     return (
         cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
     )
+
+
+_exception_name = exception_name  # older spelling, kept for integrations in flight
