@@ -219,22 +219,22 @@ class Aggregate:
             self.cpu.add(value if value > 0.0 else 0.0)
         value = outcome.memory_peak_mb
         if value is not None:
-            stat = self.memory_peak
+            memory = self.memory_peak
             if value < 0.0:
                 value = 0.0
-            stat.count += 1
-            stat.total += value
-            if value > stat.max or stat.count == 1:
-                stat.max = value
+            memory.count += 1
+            memory.total += value
+            if value > memory.max or memory.count == 1:
+                memory.max = value
         value = outcome.memory_delta_mb
         if value is not None:
-            stat = self.memory_delta
+            memory = self.memory_delta
             if value < 0.0:
                 value = 0.0
-            stat.count += 1
-            stat.total += value
-            if value > stat.max or stat.count == 1:
-                stat.max = value
+            memory.count += 1
+            memory.total += value
+            if value > memory.max or memory.count == 1:
+                memory.max = value
         if outcome.exception_type is not None:
             stat = self.exceptions.get(outcome.exception_type)
             if stat is None:
