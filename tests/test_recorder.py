@@ -161,10 +161,61 @@ def test_a_retried_batch_that_had_committed_is_not_counted_twice(storage: Storag
     for _ in range(42):
         recorder.record(job())
     assert recorder.flush() is False  # committed, but the recorder was told it failed
-    assert recorder.flush() is True  # same batch id again: storage says "already applied"
+    assert recorder.flush() is True  # same sequence again: storage says "already applied"
     assert flaky.results == [True, False]
     assert stored_total(storage)[SeriesKey("default", "emails", "send_mail")].total == 42
     recorder.close()
+
+
+class Capturing:
+    """A real storage that keeps every batch it is asked to write, failing on demand."""
+
+    def __init__(self, inner: Storage) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.fail = False
+        self.batches: list[tuple[str, int, int]] = []  # writer, sequence, outcomes
+
+    def write(self, batch: FlushBatch) -> bool:
+        self.batches.append((batch.writer_id, batch.sequence, batch.outcome_count))
+        if self.fail:
+            raise StorageError("down")
+        return self.inner.write(batch)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_batches_are_numbered_per_writer_and_retried_under_their_number(
+    storage: Storage,
+) -> None:
+    capturing = Capturing(storage)
+    recorder = Recorder(capturing, flush_interval_s=60)  # type: ignore[arg-type]
+    other = Recorder(capturing, flush_interval_s=60)  # type: ignore[arg-type]
+    recorder.record(job())
+    assert recorder.flush() is True
+    capturing.fail = True
+    recorder.record(job())
+    assert recorder.flush() is False
+    assert recorder.flush() is False  # the same batch again: nothing new was cut
+    capturing.fail = False
+    recorder.record(job())  # new data waits for the in-flight batch
+    assert recorder.flush() is True
+    other.record(job())
+    assert other.flush() is True
+    writer = capturing.batches[0][0]
+    assert [(w == writer, seq, n) for w, seq, n in capturing.batches] == [
+        (True, 1, 1),
+        (True, 2, 1),
+        (True, 2, 1),
+        (True, 2, 1),
+        (True, 3, 1),
+        (False, 1, 1),
+    ]
+    assert capturing.batches[-1][0] != writer
+    assert stored_total(storage)[SeriesKey("default", "emails", "send_mail")].total == 4
+    recorder.close()
+    other.close()
 
 
 def test_cardinality_cap_sends_overflow_to_a_named_series(storage: Storage) -> None:

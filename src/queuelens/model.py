@@ -332,16 +332,28 @@ class GaugeSample:
 class FlushBatch:
     """What one recorder flush sends: minute aggregates plus bookkeeping.
 
-    ``batch_id`` makes the write idempotent: a storage that has already applied a batch with
-    this id ignores it. ``dropped`` counts outcomes per app that the recorder had to discard
-    (storage unreachable past the memory bound); it is stored as a visible counter.
+    ``writer_id`` and ``sequence`` make the write idempotent. A writer (one recorder in one
+    process) numbers its batches 1, 2, 3, ... and sends them strictly in order, retrying
+    one batch (same sequence, possibly trimmed of its oldest buckets) until it is applied
+    before cutting the next. A storage applies a batch only if its sequence is greater than
+    the last one it applied for that writer, so a retried or late duplicate changes nothing.
+    ``dropped`` counts outcomes per app that the recorder had to discard (storage
+    unreachable past the memory bound); it is stored as a visible counter.
     """
 
-    batch_id: str
+    #: unique per recorder instance (a forked child gets its own)
+    writer_id: str
+    #: 1, 2, 3, ... per writer; unchanged when a batch is retried
+    sequence: int
     created_at: float
     aggregates: dict[tuple[SeriesKey, int], Aggregate]
     frameworks: dict[tuple[str, str], str] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def batch_id(self) -> str:
+        """``writer_id:sequence``, for logs and error messages."""
+        return f"{self.writer_id}:{self.sequence}"
 
     def rollup(self) -> dict[BucketKey, Aggregate]:
         """The batch's aggregates at every resolution, merged per bucket.

@@ -7,11 +7,14 @@
 
 ``record()`` is thread-safe, O(1) and never raises: it folds the outcome into a per
 (series, minute) :class:`~queuelens.model.Aggregate`. A daemon thread flushes every
-``flush_interval_s`` as one idempotent :class:`~queuelens.model.FlushBatch`. While storage is
-unreachable the batch is retried with backoff and new data keeps aggregating; past
+``flush_interval_s`` as one idempotent :class:`~queuelens.model.FlushBatch`: each recorder is
+a writer with an id of its own and numbers its batches 1, 2, 3, ...; a batch is retried under
+the same number until it is applied, and only then is the next one cut, so storage needs to
+remember one number per writer, not one id per flush. While storage is unreachable the batch
+is retried with backoff and new data keeps aggregating; past
 ``buffer_max_buckets`` the oldest data is dropped and counted, and the count is written (as
 ``dropped``) once storage is back. After ``os.fork()`` the child starts empty with a flusher
-of its own, so the parent's data is never flushed twice.
+and a writer id of its own, so the parent's data is never flushed twice.
 """
 
 from __future__ import annotations
@@ -75,6 +78,8 @@ class Recorder:
     _queues: dict[str, set[str]]
     _jobs: dict[tuple[str, str], set[str]]
     _inflight: FlushBatch | None
+    _writer_id: str
+    _sequence: int
     _dropped: dict[str, int]
     _dropped_total: int
     _recorded: int
@@ -205,8 +210,10 @@ class Recorder:
             aggregates, self._current = self._current, {}
             frameworks, self._frameworks = self._frameworks, {}
             dropped = dict(self._dropped)
+        self._sequence += 1
         self._inflight = FlushBatch(
-            batch_id=uuid.uuid4().hex,
+            writer_id=self._writer_id,
+            sequence=self._sequence,
             created_at=self._clock(),
             aggregates={
                 (SeriesKey(app, queue, job), minute): aggregate
@@ -257,8 +264,10 @@ class Recorder:
     def _enforce_bound(self) -> None:
         """Past ``buffer_max_buckets``, drop the oldest minutes: in-flight first, then new.
 
-        Dropping part of the in-flight batch keeps its id: SQL applies a batch all or
-        nothing, and Redis skips the series an earlier attempt had already applied.
+        Dropping part of the in-flight batch keeps its sequence number: SQL applies a batch
+        all or nothing, and Redis skips the series an earlier attempt had already applied.
+        An in-flight batch trimmed to nothing is abandoned; its number is not reused (the
+        next batch gets a higher one), so nothing a storage remembers is ever contradicted.
         """
         with self._lock:
             inflight = self._inflight
@@ -338,6 +347,10 @@ class Recorder:
         self._queues: dict[str, set[str]] = {}
         self._jobs: dict[tuple[str, str], set[str]] = {}
         self._inflight = None
+        # A fresh writer: a forked child must not reuse its parent's id, or storage would
+        # take the child's batches for duplicates of the parent's (or the reverse).
+        self._writer_id = uuid.uuid4().hex
+        self._sequence = 0
         self._dropped: dict[str, int] = {}
         self._dropped_total = 0
         self._recorded = 0

@@ -144,6 +144,62 @@ def test_a_batch_carrying_only_a_drop_count(storage: Storage) -> None:
     assert storage.read_dropped(NOW - 86400, NOW + 86400) == {"shop": 5, "größe": 1}
 
 
+def test_same_writer_and_sequence_twice_applies_once(storage: Storage) -> None:
+    key = SeriesKey("seq", "q", "same")
+    first = make_batch([(key, outcome(at=HOUR_AGO + 1))] * 3, writer_id="w-1", sequence=1,
+                       dropped={"seq": 2})  # fmt: skip
+    # same writer and sequence, other contents (a retry is never bigger, but storage must
+    # not look at contents at all)
+    again = make_batch([(key, outcome(JobStatus.failed, at=HOUR_AGO + 2))] * 5,
+                       writer_id="w-1", sequence=1, dropped={"seq": 9})  # fmt: skip
+    assert storage.write(first) is True
+    assert storage.write(first) is False
+    assert storage.write(again) is False
+    got = storage.read_buckets([key], Resolution.hour, HOUR_AGO, HOUR_AGO + 3600)[key]
+    assert got[HOUR_AGO].counts == {JobStatus.succeeded: 3}
+    assert storage.read_dropped(NOW - 86400, NOW + 86400) == {"seq": 2}
+
+
+def test_a_lower_sequence_after_a_higher_one_is_refused(storage: Storage) -> None:
+    key = SeriesKey("seq", "q", "order")
+    for sequence, n in ((1, 1), (2, 2), (5, 4)):  # gaps are fine: trimmed batches vanish
+        items = [(key, outcome(at=HOUR_AGO + 1))] * n
+        assert storage.write(make_batch(items, writer_id="w-1", sequence=sequence,
+                                        dropped={"seq": n})) is True  # fmt: skip
+    for sequence in (5, 4, 3, 2, 1):
+        late = make_batch([(key, outcome(at=HOUR_AGO + 1))], writer_id="w-1",
+                          sequence=sequence, dropped={"seq": 100})  # fmt: skip
+        assert storage.write(late) is False
+    got = storage.read_buckets([key], Resolution.hour, HOUR_AGO, HOUR_AGO + 3600)[key]
+    assert got[HOUR_AGO].total == 7
+    assert storage.read_dropped(NOW - 86400, NOW + 86400) == {"seq": 7}
+    later = make_batch([(key, outcome(at=HOUR_AGO + 1))], writer_id="w-1", sequence=6)
+    assert storage.write(later) is True
+    got = storage.read_buckets([key], Resolution.hour, HOUR_AGO, HOUR_AGO + 3600)[key]
+    assert got[HOUR_AGO].total == 8
+
+
+def test_writers_are_independent(storage: Storage) -> None:
+    key = SeriesKey("seq", "q", "writers")
+    for writer in ("w-1", "w-2", "W-1", "w-1 "):  # writer ids are exact
+        for sequence in (1, 2):
+            batch = make_batch([(key, outcome(at=HOUR_AGO + 1))], writer_id=writer,
+                               sequence=sequence, dropped={"seq": 1})  # fmt: skip
+            assert storage.write(batch) is True
+    assert storage.write(make_batch([], writer_id="w-2", sequence=2, dropped={"seq": 1})) is False
+    got = storage.read_buckets([key], Resolution.hour, HOUR_AGO, HOUR_AGO + 3600)[key]
+    assert got[HOUR_AGO].total == 8
+    assert storage.read_dropped(NOW - 86400, NOW + 86400) == {"seq": 8}
+
+
+def test_drop_counts_are_idempotent_by_sequence(storage: Storage) -> None:
+    assert storage.write(make_batch([], writer_id="w-d", sequence=1, dropped={"d": 5})) is True
+    assert storage.write(make_batch([], writer_id="w-d", sequence=1, dropped={"d": 5})) is False
+    assert storage.write(make_batch([], writer_id="w-d", sequence=2, dropped={"d": 1})) is True
+    assert storage.write(make_batch([], writer_id="w-d", sequence=1, dropped={"d": 9})) is False
+    assert storage.read_dropped(NOW - 86400, NOW + 86400) == {"d": 6}
+
+
 def test_unknown_series_and_empty_ranges_read_as_absent(storage: Storage) -> None:
     key = SeriesKey("a", "q", "j")
     storage.write(make_batch([(key, outcome(at=HOUR_AGO + 1))]))

@@ -1,7 +1,7 @@
 """Redis driver specifics, on the real local Redis and a real 3-master Redis Cluster.
 
 The cross-driver behaviour lives in ``test_conformance.py``; this file covers what only the
-Redis driver has: URLs and prefixes, idempotency markers, TTLs on every key, hash slots,
+Redis driver has: URLs and prefixes, writer-sequence idempotency, TTLs on every key, hash slots,
 round trips, scripts, forks and failures. Tests may SCAN to inspect keys; the driver never.
 """
 
@@ -96,8 +96,8 @@ def outcome(status: JobStatus, at: float, duration_s: float, **extra: Any) -> Jo
                       finished_at=at, **extra)  # fmt: skip
 
 
-def batch_of(items: list[tuple[SeriesKey, JobOutcome]], batch_id: str | None = None,
-             dropped: dict[str, int] | None = None) -> FlushBatch:  # fmt: skip
+def batch_of(items: list[tuple[SeriesKey, JobOutcome]], writer_id: str | None = None,
+             sequence: int = 1, dropped: dict[str, int] | None = None) -> FlushBatch:  # fmt: skip
     """Aggregate ``items`` per series and minute in time order, as the recorder does."""
     aggregates: dict[tuple[SeriesKey, int], Aggregate] = {}
     for series, item in sorted(items, key=lambda pair: pair[1].finished_at or 0.0):
@@ -105,7 +105,8 @@ def batch_of(items: list[tuple[SeriesKey, JobOutcome]], batch_id: str | None = N
         key = (series, bucket_start(item.finished_at, Resolution.minute))
         aggregates.setdefault(key, Aggregate(0.01)).add(item, item.finished_at)
     return FlushBatch(
-        batch_id=batch_id or uuid.uuid4().hex,
+        writer_id=writer_id or uuid.uuid4().hex,
+        sequence=sequence,
         created_at=NOW,
         aggregates=aggregates,
         frameworks={(s.app, s.queue): "celery" for s, _ in aggregates},
@@ -280,12 +281,56 @@ def test_partly_applied_batch_is_completed_without_double_counting(storage: Redi
     items = [(first, outcome(JobStatus.succeeded, MINUTE, 1.0)),
              (second, outcome(JobStatus.failed, MINUTE, 2.0))]  # fmt: skip
     # as if the connection died after the first series' script ran
-    assert storage.write(batch_of(items[:1], batch_id="b-1")) is True
-    assert storage.write(batch_of(items, batch_id="b-1")) is True
+    assert storage.write(batch_of(items[:1], writer_id="w-1", sequence=7)) is True
+    assert storage.write(batch_of(items, writer_id="w-1", sequence=7)) is True
     read = storage.read_buckets([first, second], Resolution.minute, MINUTE, MINUTE + 60)
     assert read[first][MINUTE].total == 1
     assert read[second][MINUTE].counts == {JobStatus.failed: 1}
-    assert storage.write(batch_of(items, batch_id="b-1")) is False
+    assert storage.write(batch_of(items, writer_id="w-1", sequence=7)) is False
+    assert storage.write(batch_of(items, writer_id="w-1", sequence=6)) is False
+
+
+def test_idempotency_keys_do_not_grow_with_flushes(
+    storage: RedisStorage, raw: redis.Redis | RedisCluster, url: str
+) -> None:
+    series = [SeriesKey("steady", "q", f"job{i}") for i in range(3)]
+    for sequence in range(1, 51):
+        items = [(s, outcome(JobStatus.succeeded, MINUTE + sequence % 60, 0.1)) for s in series]
+        flush = batch_of(items, writer_id="w-steady", sequence=sequence, dropped={"steady": 1})
+        assert storage.write(flush) is True
+    keys = all_keys(raw, url)
+    # one sequence hash per series and one for the dropped counts, one field each
+    sequence_keys = [key for key in keys if key.endswith(":seq")]
+    assert sorted(sequence_keys) == sorted(
+        [storage.keys.series_sequences(s) for s in series] + [storage.keys.meta_sequences]
+    )
+    for key in sequence_keys:
+        assert untyped(raw).hkeys(key) == ["w-steady"]
+        assert str(untyped(raw).hget(key, "w-steady")).startswith("50:")
+        assert 0 < int(untyped(raw).ttl(key)) <= storage.retention.batch_id_s
+    assert not [key for key in keys if ":batch:" in key]
+    assert storage.read_dropped(NOW - 1, NOW + 1) == {"steady": 50}
+    day = bucket_start(MINUTE, Resolution.day)
+    read = storage.read_buckets(series, Resolution.day, day, day + 1)
+    assert all(read[s][day].total == 50 for s in series)
+
+
+def test_silent_writers_are_forgotten_when_new_ones_join(
+    storage: RedisStorage, raw: redis.Redis | RedisCluster
+) -> None:
+    series = SeriesKey("churn", "q", "j")
+    key = storage.keys.series_sequences(series)
+    # 70 writers of long ago (a prefork pool recycling its processes), as if written then
+    stale = {f"old-{n}": f"3:{NOW - 2 * storage.retention.batch_id_s}" for n in range(70)}
+    raw.hset(key, mapping=stale)
+    raw.hset(key, "recent", f"9:{NOW - 60}")
+    item = [(series, outcome(JobStatus.succeeded, MINUTE, 0.1))]
+    assert storage.write(batch_of(item, writer_id="newcomer")) is True
+    assert sorted(untyped(raw).hkeys(key)) == ["newcomer", "recent"]
+    storage.write(batch_of(item, writer_id="recent", sequence=9))  # a duplicate for the series
+    storage.write(batch_of(item, writer_id="recent", sequence=10))
+    read = storage.read_buckets([series], Resolution.minute, MINUTE, MINUTE + 60)
+    assert read[series][MINUTE].total == 2  # the newcomer's and recent's 10th
 
 
 # -- keys: TTLs, slots, names ----------------------------------------------------------------
@@ -324,7 +369,7 @@ def test_keys_of_one_series_share_a_slot(
     storage.write(batch_of(items))
     tag = storage.keys.series_tag(series)
     mine = [key for key in all_keys(raw, url) if key.startswith(tag + ":")]
-    # three minutes, their hour(s) and day(s) (they may straddle a boundary), the batch marker
+    # three minutes, their hour(s) and day(s) (they may straddle a boundary), the sequence hash
     coarse = {(r, bucket_start(MINUTE + 60 * i, r)) for i in range(3)
               for r in (Resolution.hour, Resolution.day)}  # fmt: skip
     assert len(mine) == 3 + len(coarse) + 1
@@ -419,7 +464,7 @@ def test_cluster_flush_runs_only_the_write_scripts(
         for node_stats in stats.values():
             for name, stat in node_stats.items():
                 calls[name] = calls.get(name, 0) + int(stat["calls"])
-        # 1000 series scripts + the dropped/marker script; nothing is looked up first
+        # 1000 series scripts + the dropped-counts script; nothing is looked up first
         assert calls["cmdstat_evalsha"] == 1001
         assert not {"cmdstat_script|load", "cmdstat_script|exists", "cmdstat_command",
                     "cmdstat_keys", "cmdstat_scan"} & set(calls)  # fmt: skip
@@ -451,6 +496,7 @@ from queuelens.model import Aggregate, FlushBatch, JobOutcome, JobStatus, Series
 from queuelens.storage import open_storage
 url, minute, worker = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 storage = open_storage(url)
+writer = f"{worker}-{uuid.uuid4().hex}"
 for b in range(10):
     aggregates = {}
     for j in range(3):
@@ -459,7 +505,7 @@ for b in range(10):
             status = JobStatus.failed if k % 4 == 0 else JobStatus.succeeded
             aggregate.add(JobOutcome("q", "j", status, duration_s=0.01 * (k + 1)), minute)
         aggregates[(SeriesKey("mp", "q", f"job{j}"), minute)] = aggregate
-    storage.write(FlushBatch(f"{worker}-{b}-{uuid.uuid4().hex}", minute, aggregates))
+    assert storage.write(FlushBatch(writer, b + 1, minute, aggregates))
 storage.close()
 """
 

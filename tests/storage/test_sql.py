@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import create_engine, event, func, inspect, select, text
 from sqlalchemy.engine import Connection
 
 from queuelens.model import (
@@ -45,7 +45,7 @@ from queuelens.storage.base import (
 )
 from queuelens.storage.sql import SQLStorage, migrate, schema_revision
 from queuelens.storage.sql_engine import engine_url, head_revision
-from queuelens.storage.sql_schema import MAX_NAME_CHARS, metadata
+from queuelens.storage.sql_schema import MAX_NAME_CHARS, metadata, writers
 
 #: a UTC midnight, so minute, hour and day buckets of T0 + small offsets are known
 T0 = 1_700_006_400
@@ -81,7 +81,8 @@ def job(
 def batch(
     outcomes: list[tuple[float, JobOutcome]],
     *,
-    batch_id: str | None = None,
+    writer_id: str | None = None,
+    sequence: int = 1,
     dropped: dict[str, int] | None = None,
     created_at: float | None = None,
 ) -> FlushBatch:
@@ -94,7 +95,8 @@ def batch(
         aggregates.setdefault(key, Aggregate()).add(outcome, at)
         frameworks[series.app, series.queue] = "celery"
     return FlushBatch(
-        batch_id=batch_id or uuid.uuid4().hex,
+        writer_id=writer_id or uuid.uuid4().hex,
+        sequence=sequence,
         created_at=created_at if created_at is not None else max(at for at, _ in outcomes),
         aggregates=aggregates,
         frameworks=frameworks,
@@ -151,7 +153,8 @@ def _writer_process(url: str, worker: int, batches: int, series: int) -> None:
             keys = [SeriesKey("mp", "q", f"job{n}") for n in range(series)]
             flush = batch(
                 [(at, job(duration_s=0.01 * (worker + 1), key=k)) for k in keys],
-                batch_id=f"w{worker}-b{i}",
+                writer_id=f"w{worker}",
+                sequence=i + 1,
                 dropped={"mp": 1},
             )
             assert storage.write(flush) is True
@@ -231,8 +234,8 @@ def test_sqlite_schema_is_created_on_first_open(tmp_path: Path) -> None:
     assert not (tmp_path / "sub").exists()  # asking created nothing
     with SQLStorage(url) as storage:
         assert storage.list_apps() == []
-    assert schema_revision(url) == head_revision() == "0002"
-    assert migrate(url) == "0002"  # already at head: nothing to do
+    assert schema_revision(url) == head_revision() == "0003"
+    assert migrate(url) == "0003"  # already at head: nothing to do
     assert (tmp_path / "sub" / "dir" / "ql.db.lock").exists()  # serialises first opens
 
 
@@ -397,22 +400,50 @@ def test_batches_merge_into_existing_buckets(storage: SQLStorage) -> None:
 
 
 def test_duplicate_batch_returns_false_and_changes_nothing(storage: SQLStorage) -> None:
-    flush = batch([(T0 + 1, job(exception=("E", "m")))], batch_id="b-1", dropped={"shop": 4})
+    flush = batch([(T0 + 1, job(exception=("E", "m")))], writer_id="b", dropped={"shop": 4})
     assert storage.write(flush) is True
     before = storage.read_buckets([KEY], Resolution.minute, T0, T0 + 60)
-    again = batch([(T0 + 2, job(JobStatus.failed))], batch_id="b-1", dropped={"shop": 9})
+    again = batch([(T0 + 2, job(JobStatus.failed))], writer_id="b", dropped={"shop": 9})
     assert storage.write(flush) is False
-    assert storage.write(again) is False  # same id, other content: still not applied
+    assert storage.write(again) is False  # same sequence, other content: still not applied
     assert storage.read_buckets([KEY], Resolution.minute, T0, T0 + 60) == before
     assert before[KEY][T0].counts == {JobStatus.succeeded: 1}
     assert storage.read_dropped(T0, T0 + 60) == {"shop": 4}
-    assert storage.write(batch([(T0 + 3, job())], batch_id="B-1")) is True  # ids are exact
+    assert storage.write(batch([(T0 + 3, job())], writer_id="B")) is True  # ids are exact
+
+
+def count_writer_rows(storage: SQLStorage) -> int:
+    return storage._run(
+        lambda conn: int(conn.execute(select(func.count()).select_from(writers)).scalar_one()),
+        write=False,
+        action="counting writers",
+    )
+
+
+def test_one_writer_row_whatever_the_number_of_flushes(storage: SQLStorage) -> None:
+    for sequence in range(1, 51):
+        flush = batch([(T0 + sequence, job())], writer_id="steady", sequence=sequence,
+                      dropped={"shop": 1})  # fmt: skip
+        assert storage.write(flush) is True
+    assert count_writer_rows(storage) == 1
+    assert storage.write(batch([(T0, job())], writer_id="steady", sequence=50)) is False
+    assert count_writer_rows(storage) == 1
+    day = storage.read_buckets([KEY], Resolution.day, T0, T0 + 1)[KEY][T0]
+    assert day.total == 50
+    assert storage.read_dropped(T0, T0 + 86400) == {"shop": 50}
+
+
+@pytest.mark.parametrize("sequence", [-1, 2**53, 1.5, True, "3"])
+def test_a_bad_sequence_is_refused(storage: SQLStorage, sequence: Any) -> None:
+    with pytest.raises(StorageError, match="sequence"):
+        storage.write(batch([(T0, job())], sequence=sequence))
+    assert count_writer_rows(storage) == 0
 
 
 def test_concurrent_duplicates_apply_once(storage: SQLStorage) -> None:
     flush = batch(
         [(T0 + 1, job(key=SeriesKey("c", "q", f"j{n}"))) for n in range(50)],
-        batch_id="racing",
+        writer_id="racing",
         dropped={"c": 1},
     )
     gate = threading.Barrier(8)
@@ -462,7 +493,8 @@ def test_processes_writing_at_once_lose_nothing(
         minute = storage.read_buckets(keys, Resolution.minute, T0, T0 + 3600)
         assert storage.read_dropped(T0, T0 + 3600) == {"mp": workers * batches}
         # A second delivery of any batch is refused.
-        assert storage.write(batch([(T0, job())], batch_id="w0-b0")) is False
+        assert storage.write(batch([(T0, job())], writer_id="w0", sequence=1)) is False
+        assert storage.write(batch([(T0, job())], writer_id="w0", sequence=batches)) is False
     for key in keys:
         assert day[key][T0].total == workers * batches
         assert day[key][T0].duration.count == workers * batches
@@ -665,9 +697,11 @@ def test_prune_removes_exactly_what_is_past_retention(sql_url: str) -> None:
     try:
         old, new = SeriesKey("p", "q", "old"), SeriesKey("p", "q", "new")
         storage.write(
-            batch([(T0 + 10, job(key=old, exception=("E", "m")))], batch_id="old", dropped={"p": 1})
+            batch(
+                [(T0 + 10, job(key=old, exception=("E", "m")))], writer_id="old", dropped={"p": 1}
+            )
         )
-        storage.write(batch([(T0 + 7200 + 10, job(key=new))], batch_id="new", dropped={"p": 2}))
+        storage.write(batch([(T0 + 7200 + 10, job(key=new))], writer_id="new", dropped={"p": 2}))
         storage.write_gauges([GaugeSample("queue", "p", "q", {"pending": 1.0}, T0 + 10)])
         storage.heartbeat(beat(T0 + 7000, 1))
 
@@ -678,7 +712,7 @@ def test_prune_removes_exactly_what_is_past_retention(sql_url: str) -> None:
             "buckets": 1,
             "exceptions": 1,
             "gauges": 1,
-            "batch_ids": 1,
+            "writers": 0,  # written moments ago, by the wall clock
             "dropped": 0,
             "workers": 0,
             "series": 0,
@@ -687,10 +721,10 @@ def test_prune_removes_exactly_what_is_past_retention(sql_url: str) -> None:
         }
         assert storage.read_buckets([old], Resolution.minute, T0, now) == {}
         assert set(storage.read_buckets([old, new], Resolution.hour, T0, now)) == {old, new}
-        assert storage.write(batch([(T0 + 10, job(key=old))], batch_id="old")) is True
+        assert storage.write(batch([(T0 + 10, job(key=old))], writer_id="old", sequence=2))
         assert storage.prune(now).removed["buckets"] == 1  # that re-applied minute again
 
-        # Eleven days on: past the day retention, every worker and batch id too.
+        # Eleven days on: past the day retention, every worker too.
         later = float(T0 + 11 * 86400 + 86400)
         report = storage.prune(later)
         assert report.removed["buckets"] == 5  # the new minute, two hour and two day buckets
@@ -703,6 +737,13 @@ def test_prune_removes_exactly_what_is_past_retention(sql_url: str) -> None:
         assert storage.list_apps() == []
         assert storage.latest_gauges("queue") == []
         assert storage.prune(later).total == 0
+
+        # Writers are forgotten batch_id_s after their last write (by the wall clock).
+        assert storage.prune(time.time()).removed["writers"] == 0
+        assert count_writer_rows(storage) == 2
+        assert storage.prune(time.time() + keep.batch_id_s + 1).removed["writers"] == 2
+        assert count_writer_rows(storage) == 0
+        assert storage.write(batch([(T0 + 10, job(key=old))], writer_id="old", sequence=1))
     finally:
         storage.close()
 
@@ -733,7 +774,7 @@ def test_driver_errors_become_storage_errors(tmp_path: Path) -> None:
             engine.dispose()
         with pytest.raises(SchemaError, match="queuelens migrate"):
             storage.write(batch([(T0, job())]))
-        coarser = FlushBatch("x", T0, {(KEY, T0): Aggregate(0.05)})
+        coarser = FlushBatch("x", 1, T0, {(KEY, T0): Aggregate(0.05)})
         with pytest.raises(StorageError, match="relative accuracy"):
             storage.write(coarser)
     with pytest.raises(StorageError, match="is closed"):

@@ -52,11 +52,13 @@ def make_batch(
     items: Iterable[tuple[SeriesKey, JobOutcome]],
     *,
     accuracy: float = 0.01,
-    batch_id: str | None = None,
+    writer_id: str | None = None,
+    sequence: int = 1,
     frameworks: dict[tuple[str, str], str] | None = None,
     dropped: dict[str, int] | None = None,
 ) -> FlushBatch:
-    """A flush batch as the recorder would build it from ``items``."""
+    """A flush batch as the recorder would build it from ``items``; without ``writer_id``,
+    the first batch of a new writer."""
     aggregates: dict[tuple[SeriesKey, int], Aggregate] = {}
     seen_frameworks: dict[tuple[str, str], str] = {}
     for series, item in items:
@@ -65,7 +67,8 @@ def make_batch(
         aggregates.setdefault(key, Aggregate(accuracy)).add(item, item.finished_at)
         seen_frameworks.setdefault((series.app, series.queue), "python")
     return FlushBatch(
-        batch_id=batch_id or uuid.uuid4().hex,
+        writer_id=writer_id or uuid.uuid4().hex,
+        sequence=sequence,
         created_at=time.time(),
         aggregates=aggregates,
         frameworks=frameworks or seen_frameworks,
@@ -106,11 +109,12 @@ def write_from_process(
 ) -> int:
     """Entry point for a writer process: write ``batches`` batches; return outcomes written."""
     storage = open_storage(url)
+    writer = uuid.uuid4().hex
     written = 0
     try:
         for i in range(batches):
             items = random_items(series, per_batch, start, 600.0, seed * 1000 + i)
-            storage.write(make_batch(items))
+            assert storage.write(make_batch(items, writer_id=writer, sequence=i + 1))
             written += len(items)
     finally:
         storage.close()

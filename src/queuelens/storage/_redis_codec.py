@@ -149,10 +149,8 @@ class SeriesUpdates:
     :meth:`FlushBatch.rollup` does.
     """
 
-    def __init__(
-        self, keys: KeyLayout, batch_id: str, head: list[Arg], keep_s: dict[int, int]
-    ) -> None:
-        self._keys, self._batch_id, self._head, self._keep_s = keys, batch_id, head, keep_s
+    def __init__(self, keys: KeyLayout, head: list[Arg], keep_s: dict[int, int]) -> None:
+        self._keys, self._head, self._keep_s = keys, head, keep_s
         #: minute -> KEYS suffixes without / with exceptions hashes, EXPIREAT per bucket
         self._plans: dict[int, tuple[list[str], list[str], list[int]]] = {}
 
@@ -163,8 +161,8 @@ class SeriesUpdates:
         if len(parts) == 1:
             minute, aggregate = parts[0]
             update = encode_update(aggregate)
-            if update is None:  # nothing counted: only the marker is set
-                suffixes, args = self._keys.write_suffixes(self._batch_id, []), [*self._head, 0]
+            if update is None:  # nothing counted: only the sequence is recorded
+                suffixes, args = self._keys.write_suffixes([]), [*self._head, 0]
             else:
                 plan = self._plans.get(minute) or self._minute_plan(minute)
                 suffixes = plan[1] if update[2] else plan[0]
@@ -178,8 +176,8 @@ class SeriesUpdates:
         buckets = [(width, bucket_start(minute, width)) for width in WIDTHS]
         expiry = [start + width + self._keep_s[width] for width, start in buckets]
         write_suffixes = self._keys.write_suffixes
-        plain = write_suffixes(self._batch_id, [(w, t, False) for w, t in buckets])
-        raised = write_suffixes(self._batch_id, [(w, t, True) for w, t in buckets])
+        plain = write_suffixes([(w, t, False) for w, t in buckets])
+        raised = write_suffixes([(w, t, True) for w, t in buckets])
         plan = self._plans[minute] = (plain, raised, expiry)
         return plan
 
@@ -202,7 +200,7 @@ class SeriesUpdates:
                 buckets.append((width, start, bool(update[2])))
                 expiry.append(start + width + self._keep_s[width])
                 updates += update
-        suffixes = self._keys.write_suffixes(self._batch_id, buckets)
+        suffixes = self._keys.write_suffixes(buckets)
         return suffixes, [*self._head, len(buckets), *updates, *expiry]
 
 

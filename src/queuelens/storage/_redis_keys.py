@@ -19,7 +19,9 @@ minute, hour and day buckets share one slot and one script can update them atomi
     P:{sid}:b:<width>:<start>      hash  one bucket (fields below); EXPIREAT start+width+retention
     P:{sid}:x:<width>:<start>      hash  its exceptions: c:<type> count, t:<type> last seen,
                                          m:<type> last message; same EXPIREAT
-    P:{sid}:batch:<batch id>       str   idempotency marker; EX retention.batch_id_s
+    P:{sid}:seq                    hash  writer id -> "<last sequence>:<writer clock>", the
+                                         idempotency record: one field per writer, not
+                                         per flush; EX retention.batch_id_s, refreshed
 
 Per gauge (tag ``{<gid>}``, ``gid = id(prefix, "gauge", kind, app, key)``)::
 
@@ -29,7 +31,7 @@ Per gauge (tag ``{<gid>}``, ``gid = id(prefix, "gauge", kind, app, key)``)::
 Everything else shares the meta tag ``{<prefix>:meta}`` (one slot, so its scripts may touch
 several of these keys); each key's TTL is refreshed on every write::
 
-    P:{P:meta}:batch:<batch id>    str   marker for the batch's ``dropped`` counts
+    P:{P:meta}:seq                 hash  the same for the batches' ``dropped`` counts
     P:{P:meta}:dropped             zset  JSON [batch id, app, count] scored by created_at
     P:{P:meta}:apps                zset  app scored by last seen (newest minute written)
     P:{P:meta}:queues:<aid>        zset  queue of one app, scored by last seen
@@ -141,17 +143,18 @@ class KeyLayout:
     def exceptions(self, series: SeriesKey, resolution: Resolution, start: int) -> str:
         return f"{self.series_tag(series)}:x:{int(resolution)}:{start}"
 
-    def series_marker(self, series: SeriesKey, batch_id: str) -> str:
-        return f"{self.series_tag(series)}:batch:{batch_id}"
+    def series_sequences(self, series: SeriesKey) -> str:
+        """The series' idempotency hash: writer id -> last sequence applied."""
+        return f"{self.series_tag(series)}:seq"
 
-    def write_suffixes(self, batch_id: str, buckets: Iterable[tuple[int, int, bool]]) -> list[str]:
+    def write_suffixes(self, buckets: Iterable[tuple[int, int, bool]]) -> list[str]:
         """KEYS of one write_series script, less the series tag they all start with: the
-        batch marker, then per ``(width, start, has exceptions)`` bucket its hash and, if
+        sequence hash, then per ``(width, start, has exceptions)`` bucket its hash and, if
         it has exceptions, its exceptions hash.
 
         One list serves every series of a flush that wrote the same minute.
         """
-        suffixes = [f":batch:{batch_id}"]
+        suffixes = [":seq"]
         for width, start, raised in buckets:
             suffixes.append(f":b:{width}:{start}")
             if raised:
@@ -175,10 +178,12 @@ class KeyLayout:
     def gauge_kinds(self) -> str:
         return f"{self._meta}gkinds"
 
-    # -- meta: batches, dropped counts, indexes, workers -----------------------------------
+    # -- meta: writer sequences, dropped counts, indexes, workers --------------------------
 
-    def meta_marker(self, batch_id: str) -> str:
-        return f"{self._meta}batch:{batch_id}"
+    @property
+    def meta_sequences(self) -> str:
+        """The idempotency hash of the batches' ``dropped`` counts."""
+        return f"{self._meta}seq"
 
     @property
     def dropped(self) -> str:

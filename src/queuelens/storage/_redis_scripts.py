@@ -36,8 +36,36 @@ local function hset(key, pairs, n)
 end
 """
 
-# KEYS[1] batch marker, then per bucket its hash and, if its update has exceptions, its
-# exceptions hash. ARGV[1] marker TTL, ARGV[2] sketch accuracy, ARGV[3] u, then u updates,
+# advance(key, writer, seq, now, ttl): the idempotency check. ``key`` is a hash of writer id
+# -> '<last sequence applied>:<writer's clock then>'. Returns false (changing nothing) when
+# ``seq`` is not past the writer's last sequence; else records it, refreshes the hash's TTL
+# and returns true. One field per writer, whatever the number of flushes; when a new writer
+# joins a hash of 64 or more, writers silent for ``ttl`` are forgotten first, so the hash
+# holds about the writers of the last ``ttl`` (a new writer is rare: one per process).
+_ADVANCE = """
+local function advance(key, writer, seq, now, ttl)
+  local last = redis.call('HGET', key, writer)
+  if last then
+    if tonumber(string.match(last, '^[^:]*')) >= tonumber(seq) then return false end
+  elseif redis.call('HLEN', key) >= 64 then
+    local all, cutoff, gone = redis.call('HGETALL', key), tonumber(now) - tonumber(ttl), {}
+    for i = 1, #all, 2 do
+      local at = tonumber(string.match(all[i + 1], ':(.*)$'))
+      if not at or at < cutoff then gone[#gone + 1] = all[i] end
+    end
+    for i = 1, #gone, 1000 do
+      redis.call('HDEL', key, unpack(gone, i, math.min(i + 999, #gone)))
+    end
+  end
+  redis.call('HSET', key, writer, seq .. ':' .. now)
+  redis.call('EXPIRE', key, ttl)
+  return true
+end
+"""
+
+# KEYS[1] the series' sequence hash, then per bucket its hash and, if its update has
+# exceptions, its exceptions hash. ARGV[1] sequence hash TTL, ARGV[2] sketch accuracy,
+# ARGV[3] writer id, ARGV[4] sequence, ARGV[5] writer's clock, ARGV[6] u, then u updates,
 # then one EXPIREAT time per bucket. With u = 1 every bucket gets the one update (a batch
 # holding one minute of the series feeds its minute, hour and day buckets); else bucket i
 # gets update i. An update:
@@ -49,11 +77,12 @@ end
 # merged lane by lane; a field holds one kind of block, so its length tells them apart:
 #   32 or 64 bytes: 1 or 2 sketch blocks (zero count +, sum +, min, max)
 #   24 or 48 bytes: 1 or 2 memory blocks (count +, sum +, max)
-# Returns 1 when applied, 0 when the marker existed (the batch was applied before).
+# Returns 1 when applied, 0 when the writer's sequence was already there (a duplicate).
 _WRITE_SERIES = (
     _HELPERS
+    + _ADVANCE
     + """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+if not advance(KEYS[1], ARGV[3], ARGV[4], ARGV[5], ARGV[1]) then return 0 end
 local spack, sunpack = struct.pack, struct.unpack
 -- merged lane by lane, written out per field length: a loop over a table costs twice as much
 local function merge(old, new)
@@ -84,8 +113,8 @@ local function merge(old, new)
   if x1 > x2 then x2 = x1 end
   return spack('<ddd', c1 + c2, s1 + s2, x2)
 end
-local updates, o = {}, 4
-for i = 1, tonumber(ARGV[3]) do
+local updates, o = {}, 7
+for i = 1, tonumber(ARGV[6]) do
   local a, s, e = tonumber(ARGV[o]), tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2])
   updates[i] = {o, a, s, e}
   o = o + 4 + 2 * (a + s) + 4 * e
@@ -144,14 +173,18 @@ return 1
 """
 )
 
-# KEYS[1] batch marker, KEYS[2] dropped zset. ARGV[1] marker TTL, ARGV[2] created_at,
-# ARGV[3] zset TTL, ARGV[4..] members (JSON [batch id, app, count]).
-_WRITE_DROPPED = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-for i = 4, #ARGV do redis.call('ZADD', KEYS[2], ARGV[2], ARGV[i]) end
-if #ARGV >= 4 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
+# KEYS[1] the meta sequence hash, KEYS[2] dropped zset. ARGV[1] sequence hash TTL,
+# ARGV[2] writer id, ARGV[3] sequence, ARGV[4] writer's clock, ARGV[5] created_at,
+# ARGV[6] zset TTL, ARGV[7..] members (JSON [batch id, app, count]).
+_WRITE_DROPPED = (
+    _ADVANCE
+    + """
+if not advance(KEYS[1], ARGV[2], ARGV[3], ARGV[4], ARGV[1]) then return 0 end
+for i = 7, #ARGV do redis.call('ZADD', KEYS[2], ARGV[5], ARGV[i]) end
+if #ARGV >= 7 then redis.call('EXPIRE', KEYS[2], ARGV[6]) end
 return 1
 """
+)
 
 # KEYS: the minute, hour and day bucket of one gauge. ARGV[1] sample time, then one
 # EXPIREAT per key, then field/value pairs.

@@ -62,7 +62,8 @@ class Retention:
     gauge_minute_s: int = 2 * 86400
     #: workers whose last heartbeat is older than this are removed
     worker_s: int = 7 * 86400
-    #: how long applied batch ids are remembered to reject a retried duplicate
+    #: how long a writer's last applied sequence is remembered after its last write (to
+    #: reject a retried duplicate); a writer silent for longer is forgotten
     batch_id_s: int = 86400
 
     def for_resolution(self, resolution: Resolution) -> int:
@@ -163,9 +164,17 @@ class Storage(Protocol):
 
     def write(self, batch: FlushBatch) -> bool:
         """Apply a flush batch at minute, hour and day resolution, atomically per batch
-        (SQL: one transaction; Redis: one round trip, idempotent per series).
+        (SQL: one transaction; Redis: one round trip, atomic and idempotent per series).
 
-        Returns False (and changes nothing) if a batch with this id was already applied.
+        Idempotent by writer sequence: the batch is applied iff its ``sequence`` is greater
+        than the last sequence applied for its ``writer_id``; otherwise ``write`` returns
+        False and changes nothing. Writers are independent of each other. SQL keeps the last
+        sequence per writer; Redis keeps it per writer and series (a series is Redis's unit
+        of atomicity), and per writer for the ``dropped`` counts, so a retry of a batch that
+        was applied in part applies exactly the series that were missing. Returns True if
+        anything was applied. A writer's last sequence is remembered for
+        :attr:`Retention.batch_id_s` after its last write; storage grows with the number of
+        writers, never with the number of flushes.
         """
         ...
 

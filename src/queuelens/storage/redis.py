@@ -11,12 +11,16 @@ to redis-py unchanged. The key layout is documented in :mod:`queuelens.storage._
 and the scripts in :mod:`queuelens.storage._redis_scripts`.
 
 How a write stays correct: each job series gets one EVALSHA, and all of that series' keys
-(its minute, hour and day buckets, their exception hashes and its batch marker) share one
-hash tag, so the script is atomic on whatever node owns the slot. The script first does
-``SET <marker> NX EX <batch_id_s>`` and applies the buckets only if the marker was new, so a
-retried batch (say after a lost reply) changes nothing, even if it was applied in part: the
-series that got through are skipped and the rest applied. The batch's ``dropped`` counts
-get the same treatment under the meta tag. Index updates (``ZADD GT``) are idempotent and
+(its minute, hour and day buckets, their exception hashes and its sequence hash) share one
+hash tag, so the script is atomic on whatever node owns the slot. A recorder writes its
+batches strictly in order, numbered 1, 2, 3, ... per writer (see :class:`FlushBatch`). The
+script first reads the writer's field of the series' sequence hash and applies the buckets
+only if the batch's sequence is past it, recording the new one; so a retried batch (say
+after a lost reply) changes nothing, even if it was applied in part: the series that got
+through are skipped and the rest applied. The batch's ``dropped`` counts get the same
+treatment in a meta-tagged sequence hash. The hashes hold one field per writer (not per
+flush), expire ``retention.batch_id_s`` after their last write, and forget writers silent
+that long when new ones join. Index updates (``ZADD GT``) are idempotent and
 ride along. All of it goes out in one non-transactional pipeline: one round trip on a single
 Redis, one per node on a cluster. The hour and day buckets get exactly what
 ``batch.rollup()`` would give them, but each minute aggregate is encoded once and shared by
@@ -84,6 +88,29 @@ __all__ = ["DEFAULT_PREFIX", "RedisStorage"]
 _ACCURACY_FIELD = ACCURACY_FIELD.encode()
 
 
+def _writer_of(batch: FlushBatch) -> str:
+    writer = batch.writer_id
+    if not isinstance(writer, str) or not writer:
+        raise StorageError(f"batch {batch.batch_id!r} has writer id {writer!r}; need a string")
+    return writer
+
+
+def _sequence_of(batch: FlushBatch) -> int:
+    sequence = batch.sequence
+    if (
+        isinstance(sequence, bool)
+        or not isinstance(sequence, int)
+        or not (
+            0 <= sequence < 2**53  # exact as a Lua number
+        )
+    ):
+        raise StorageError(
+            f"batch {batch.batch_id!r} has sequence {sequence!r}; a writer numbers its "
+            "batches 1, 2, 3, ... (below 2**53)"
+        )
+    return sequence
+
+
 class RedisStorage:
     """The :class:`~queuelens.storage.base.Storage` protocol on Redis or Redis Cluster."""
 
@@ -105,11 +132,13 @@ class RedisStorage:
     # -- writing ---------------------------------------------------------------------------
 
     def write(self, batch: FlushBatch) -> bool:
-        head: list[Arg] = [str(max(self.retention.batch_id_s, 1)), repr(self.relative_accuracy)]
+        ttl = str(max(self.retention.batch_id_s, 1))
+        writer, sequence, now = _writer_of(batch), str(_sequence_of(batch)), number(time.time())
+        head: list[Arg] = [ttl, repr(self.relative_accuracy), writer, sequence, now]
         minutes: dict[SeriesKey, list[tuple[int, Aggregate]]] = {}
         for (series, minute), aggregate in batch.aggregates.items():
             minutes.setdefault(series, []).append((minute, aggregate))
-        updates = SeriesUpdates(self.keys, batch.batch_id, head, self._bucket_keep_s)
+        updates = SeriesUpdates(self.keys, head, self._bucket_keep_s)
         sha = SCRIPTS["write_series"].sha
         commands: list[Command] = []
         for series, parts in minutes.items():
@@ -119,15 +148,23 @@ class RedisStorage:
         commands.append(
             evalsha(
                 "write_dropped",
-                [self.keys.meta_marker(batch.batch_id), self.keys.dropped],
-                [head[0], number(batch.created_at), str(self._index_keep_s), *dropped],
+                [self.keys.meta_sequences, self.keys.dropped],
+                [
+                    ttl,
+                    writer,
+                    sequence,
+                    now,
+                    number(batch.created_at),
+                    str(self._index_keep_s),
+                    *dropped,
+                ],
             )
         )
-        markers = len(commands)
+        scripted = len(commands)
         commands += self._index_commands(batch)
         with self._redis.translate("writing a batch"):
             results = self._redis.run(commands)
-        return any(result == 1 for result in results[:markers])
+        return any(result == 1 for result in results[:scripted])
 
     def _index_commands(self, batch: FlushBatch) -> list[Command]:
         """ZADD GT the batch's apps, queues and jobs, scored by their newest minute."""

@@ -3,18 +3,22 @@
     storage = SQLStorage("sqlite:///queuelens.db")         # schema created on first open
     migrate("postgresql://ql:secret@db/queuelens")         # once per release: `queuelens migrate`
     storage = SQLStorage("postgresql://ql:secret@db/queuelens")
-    storage.write(batch)            # one transaction; False if this batch id was applied before
+    storage.write(batch)            # one transaction; False if this writer sequence was applied
 
 Tables are described in :mod:`queuelens.storage.sql_schema`; engines, retries and error
 translation in :mod:`queuelens.storage.sql_engine`.
 
 How ``write`` stays atomic and idempotent
 -----------------------------------------
-A flush batch is applied in ONE transaction, which first inserts the batch id into
-``ql_applied_batches``. If the id is there already, the primary key rejects it and the
-transaction rolls back: ``write`` returns False and nothing changed. A concurrent duplicate
-waits on the first writer's uncommitted key and then fails the same way (SQLite writers
-are serialised by ``BEGIN IMMEDIATE``).
+A flush batch is applied in ONE transaction, which first makes sure its writer has a row
+in ``ql_writers`` (inserted if missing) and locks it (``SELECT ... FOR UPDATE``). If the
+row's ``last_sequence`` is already at or past the batch's ``sequence``, the transaction
+rolls back: ``write`` returns False and nothing changed. Otherwise ``last_sequence`` is set
+to the batch's and the batch is applied. A concurrent duplicate waits on the writer row
+until the first transaction ends, then sees the new sequence and fails the same way
+(SQLite writers are serialised by ``BEGIN IMMEDIATE``). One row per writer, whatever the
+number of flushes; :meth:`SQLStorage.prune` removes writers silent for
+``retention.batch_id_s``.
 
 Next the batch's series rows are upserted in key-hash order; on PostgreSQL and MySQL the
 upsert row-locks every series the batch touches, so two writers sharing a series take
@@ -22,7 +26,7 @@ turns, always in the same order (no deadlock). Under those locks the existing bu
 exception rows are read (``SELECT ... FOR UPDATE``, by primary-key ranges), merged with the
 batch in Python (counts add, maxima max, sketches merge) and written back with one bulk
 upsert per table. Deadlocks, serialization failures and lost connections retry the whole
-transaction: a retry of a batch that did commit finds its id and returns False.
+transaction: a retry of a batch that did commit finds its sequence and returns False.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ from queuelens.model import Resolution
 from queuelens.storage.base import Retention
 from queuelens.storage.sql_rows import chunks
 from queuelens.storage.sql_schema import (
-    applied_batches,
     buckets,
     dropped,
     exceptions,
@@ -30,6 +29,7 @@ from queuelens.storage.sql_schema import (
     queues,
     series,
     workers,
+    writers,
 )
 
 __all__ = ["PRUNE_CHUNK", "prune_all"]
@@ -69,9 +69,9 @@ def prune_all(run: Runner, keep: Retention, now: float) -> dict[str, int]:
         removed["gauges"] += _delete_through(
             run, gauge_buckets, "bucket_start", last, gauge_buckets.c.resolution == width
         )
-    removed["batch_ids"] = _delete_through(
-        run, applied_batches, "created_at", now - keep.batch_id_s
-    )
+    # A writer silent for retention.batch_id_s is forgotten; were it to come back, its
+    # next batch would simply be applied (it starts a new row).
+    removed["writers"] = _delete_through(run, writers, "updated_at", now - keep.batch_id_s)
     removed["dropped"] = _delete_through(run, dropped, "minute", math.floor(now - keep.day_s) - 60)
     removed["workers"] = _delete_through(run, workers, "last_heartbeat_at", now - keep.worker_s)
     removed.update(

@@ -29,12 +29,12 @@ of the ``(resolution, bucket_start)`` index:
   ``(source_id, field)``.
 * ``ql_queues`` (app, queue, framework, last seen), ``ql_workers`` (the latest heartbeat,
   lists as JSON text, plus first seen / last heartbeat), ``ql_dropped`` (outcomes dropped
-  by recorders per app and minute) and ``ql_applied_batches`` (ids of applied flush
-  batches, which make writes idempotent).
+  by recorders per app and minute) and ``ql_writers`` (the last flush-batch sequence
+  applied per recorder, which makes writes idempotent: one row per writer, not per flush).
 
 Names
 -----
-Names (apps, queues, jobs, exception types, gauge keys and fields, worker and batch ids)
+Names (apps, queues, jobs, exception types, gauge keys and fields, worker and writer ids)
 must round-trip byte-exact and compare exactly: ``Emails`` and ``emails`` and ``emails ``
 are three queues. MySQL/MariaDB compare text case-insensitively by default and ignore
 trailing spaces even in ``utf8mb4_bin``, so there names are stored as ``VARBINARY`` (UTF-8
@@ -73,7 +73,6 @@ __all__ = [
     "MAX_NAME_CHARS",
     "STATUS_COLUMNS",
     "VERSION_TABLE",
-    "applied_batches",
     "buckets",
     "dropped",
     "exceptions",
@@ -85,6 +84,7 @@ __all__ = [
     "queues",
     "series",
     "workers",
+    "writers",
 ]
 
 #: Alembic's version table; prefixed so an application's own Alembic history is untouched
@@ -210,18 +210,19 @@ exceptions = Table(
     **_TABLE_ARGS,
 )
 
-applied_batches = Table(
-    "ql_applied_batches",
+writers = Table(
+    "ql_writers",
     metadata,
-    Column("batch_hash", _hash(), primary_key=True),
-    Column("batch_id", Name(), nullable=False),
-    #: the batch's own created_at: retention counts from when a retry could first happen
-    Column("created_at", Double(), nullable=False),
-    #: wall-clock time of this server when applied, for diagnosis
-    Column("applied_at", Double(), nullable=False),
-    Index("ix_ql_applied_batches_created_at", "created_at"),
+    Column("writer_hash", _hash(), primary_key=True),
+    Column("writer_id", Name(), nullable=False),
+    #: the highest sequence applied for this writer; a batch at or below it is a duplicate
+    Column("last_sequence", BigInteger(), nullable=False),
+    #: wall-clock time of the writer's last applied batch; pruned after retention.batch_id_s
+    Column("updated_at", Double(), nullable=False),
+    Index("ix_ql_writers_updated_at", "updated_at"),
     **_TABLE_ARGS,
 )
+
 
 dropped = Table(
     "ql_dropped",

@@ -16,9 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 from queuelens.model import (
     Aggregate,
@@ -42,7 +41,9 @@ from queuelens.storage.sql_rows import (
     upsert,
 )
 from queuelens.storage.sql_schema import (
-    applied_batches,
+    buckets as buckets_table,
+)
+from queuelens.storage.sql_schema import (
     dropped,
     exceptions,
     gauge_buckets,
@@ -50,12 +51,37 @@ from queuelens.storage.sql_schema import (
     gauge_sources,
     queues,
     series,
-)
-from queuelens.storage.sql_schema import (
-    buckets as buckets_table,
+    writers,
 )
 
-__all__ = ["BatchPlan", "GaugePlan", "apply_batch", "apply_gauges", "registry_ids"]
+__all__ = [
+    "MAX_SEQUENCE",
+    "BatchPlan",
+    "GaugePlan",
+    "apply_batch",
+    "apply_gauges",
+    "check_sequence",
+    "registry_ids",
+]
+
+#: sequences must stay below this: exact as a double (Redis's Lua) and as a BIGINT
+MAX_SEQUENCE = 2**53
+
+
+def check_sequence(batch: FlushBatch) -> int:
+    """The batch's sequence as an int, refused unless ``0 <= sequence < 2**53``."""
+    sequence = batch.sequence
+    if (
+        isinstance(sequence, bool)
+        or not isinstance(sequence, int)
+        or not (0 <= sequence < MAX_SEQUENCE)
+    ):
+        raise StorageError(
+            f"batch {batch.batch_id!r} has sequence {sequence!r}; a writer numbers its "
+            f"batches 1, 2, 3, ... (below 2**53)"
+        )
+    return sequence
+
 
 #: the key of an exception or gauge-field row: (owner id, resolution, bucket start, hash)
 _Key4 = tuple[int, int, int, bytes]
@@ -65,7 +91,8 @@ _Key4 = tuple[int, int, int, bytes]
 class BatchPlan:
     """A flush batch checked and rolled up, ready to apply."""
 
-    batch_row: dict[str, Any]
+    #: the ql_writers row this batch leaves behind (writer, its sequence, applied_at)
+    writer_row: dict[str, Any]
     #: series rows (key_hash, names, first/last seen), sorted by key hash
     series_rows: list[dict[str, Any]]
     #: (series key hash, resolution, bucket start, aggregate)
@@ -75,7 +102,8 @@ class BatchPlan:
 
     @classmethod
     def of(cls, batch: FlushBatch, relative_accuracy: float, applied_at: float) -> BatchPlan:
-        check_name(batch.batch_id, "batch id")
+        check_name(batch.writer_id, "writer id")
+        sequence = check_sequence(batch)
         seen = float(batch.created_at)
         series_rows: dict[bytes, dict[str, Any]] = {}
         for key, minute in batch.aggregates:
@@ -125,11 +153,11 @@ class BatchPlan:
             if count
         ]
         return cls(
-            batch_row={
-                "batch_hash": key_hash(batch.batch_id),
-                "batch_id": batch.batch_id,
-                "created_at": seen,
-                "applied_at": applied_at,
+            writer_row={
+                "writer_hash": key_hash(batch.writer_id),
+                "writer_id": batch.writer_id,
+                "last_sequence": sequence,
+                "updated_at": float(applied_at),
             },
             series_rows=sorted(series_rows.values(), key=lambda r: r["key_hash"]),
             buckets=plan_buckets,
@@ -139,11 +167,20 @@ class BatchPlan:
 
 
 def apply_batch(conn: Connection, plan: BatchPlan) -> bool:
-    """Apply ``plan`` in the caller's transaction; RollbackWith(False) if already applied."""
-    try:
-        conn.execute(insert(applied_batches).values(plan.batch_row))
-    except IntegrityError:
-        raise RollbackWith(False) from None
+    """Apply ``plan`` in the caller's transaction; RollbackWith(False) if its writer has
+    applied this sequence (or a later one) already."""
+    row = plan.writer_row
+    digest = row["writer_hash"]
+    # Make sure the writer row exists (-1: nothing applied yet), then lock it: a concurrent
+    # duplicate waits here until this transaction ends, then sees the sequence it wrote.
+    upsert(conn, writers, [{**row, "last_sequence": -1}], ("writer_hash",), {})
+    last = conn.execute(
+        select(writers.c.last_sequence).where(writers.c.writer_hash == digest).with_for_update()
+    ).scalar()
+    if last is not None and row["last_sequence"] <= int(last):
+        raise RollbackWith(False)
+    # An upsert, not an UPDATE: a prune may have removed a long-silent writer's row meanwhile.
+    upsert(conn, writers, [row], ("writer_hash",))
     # Row-locks each series (PostgreSQL/MySQL): the per-series mutex of the writers.
     upsert(conn, series, plan.series_rows, ("key_hash",), {"first_seen": "min", "last_seen": "max"})
     ids = registry_ids(conn, series, [row["key_hash"] for row in plan.series_rows])
