@@ -94,6 +94,11 @@ class WorkerProcess:
             self._log.close()
 
 
+#: between two reads of storage while waiting: reading SQLite costs CPU that the workers
+#: under test share (2 cores in CI), and a tighter loop measurably delays their event loops
+POLL_S = 0.25
+
+
 def wait_until(
     predicate: Callable[[], object], timeout_s: float, what: str, worker: WorkerProcess | None
 ) -> None:
@@ -104,7 +109,7 @@ def wait_until(
             return
         if worker is not None and worker.process.poll() is not None:
             break
-        time.sleep(0.05)
+        time.sleep(POLL_S)
     log = worker.output()[-4000:] if worker is not None else ""
     raise AssertionError(f"{what} not reached within {timeout_s} s\n--- worker log ---\n{log}")
 
