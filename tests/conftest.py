@@ -18,8 +18,9 @@ START_COMMANDS = {
     "--appendonly no",
     "postgresql": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
     "mariadb": "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd",
+    "rabbitmq": "rabbitmq-server -detached",
 }
-PORTS = {"redis": 6379, "postgresql": 5432, "mariadb": 3306}
+PORTS = {"redis": 6379, "postgresql": 5432, "mariadb": 3306, "rabbitmq": 5672}
 
 
 def _reachable(port: int, host: str = "127.0.0.1") -> bool:

@@ -79,3 +79,27 @@ def test_unreachable_storage_is_one_line(tmp_path: Path) -> None:
 def test_demo_rejects_bad_seconds(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--seconds", "0"]) == 2
     assert "--seconds" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("source", [["--broker", "foo://x"], ["-A", "no_such_module_here"]])
+def test_celery_events_bad_source_is_one_line(source: list[str], tmp_path: Path) -> None:
+    result = run(
+        "celery-events",
+        *source,
+        "--seconds",
+        "1",
+        "--storage",
+        f"sqlite:///{tmp_path / 'e.db'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "cannot consume Celery events" in result.stderr
+
+
+def test_probe_needs_a_configuration(tmp_path: Path) -> None:
+    result = run("probe", "--once", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "no probes configured" in result.stderr
+    result = run("probe", "--once", "--framework", "rq", cwd=tmp_path)
+    assert "--framework and --broker go together" in result.stderr

@@ -4,6 +4,7 @@
     queuelens migrate               # create or upgrade the SQL schema of QUEUELENS_STORAGE_URL
     queuelens prune                 # delete data older than its retention
     queuelens probe --once          # read queue depths from the brokers in queuelens.toml
+    queuelens celery-events -A proj # record Celery metrics from the event stream (-E)
     queuelens settings              # show the effective settings and where they came from
 
 Every command reads settings from ``QUEUELENS_*`` variables and ``queuelens.toml``; a bad
@@ -103,6 +104,36 @@ def _parser() -> argparse.ArgumentParser:
     storage_arg(prune)
     prune.set_defaults(handler=_prune)
 
+    events = commands.add_parser(
+        "celery-events",
+        help="record Celery metrics from the event stream, without touching workers",
+        description="Consume the event stream of Celery workers started with -E (or "
+        "worker_send_task_events=True) and record the same data model as the in-worker "
+        "integration. Per-job CPU and memory are not available on this path.",
+    )
+    storage_arg(events)
+    source = events.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "-A",
+        "--app",
+        dest="celery_app",
+        metavar="APP",
+        help="Celery app, as for `celery -A` (e.g. proj or proj.celery:app)",
+    )
+    source.add_argument("--broker", metavar="URL", help="broker URL, e.g. redis://localhost:6379/0")
+    events.add_argument(
+        "--app-name",
+        metavar="NAME",
+        help="queuelens app name to record under (default: the app setting)",
+    )
+    events.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: run until interrupted)",
+    )
+    events.set_defaults(handler=_celery_events)
+
     probe = commands.add_parser(
         "probe",
         help="read queue depths from brokers and store them",
@@ -165,6 +196,35 @@ def _prune(args: argparse.Namespace, settings: Settings) -> int:
     for kind, n in sorted(report.removed.items()):
         print(f"{kind:>20}: {n} removed")
     print(f"{'total':>20}: {report.total} removed from {storage.url}")
+    return 0
+
+
+def _celery_events(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        from queuelens.integrations.celery_events import run_celery_events
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"celery-events needs {exc.name!r}; install it with: pip install 'queuelens[celery]'"
+        ) from None
+    if args.seconds is not None and args.seconds <= 0:
+        raise ConfigError(f"--seconds {args.seconds} must be positive; e.g. --seconds 60")
+    source = args.celery_app or args.broker
+    print(
+        f"queuelens: recording Celery events from {redact_url(source)} into "
+        f"{redact_url(settings.storage_url)} (Ctrl-C to stop)",
+        file=sys.stderr,
+    )
+    try:
+        stats = run_celery_events(
+            source, settings=settings, stop_after_s=args.seconds, app_name=args.app_name
+        )
+    except KeyboardInterrupt:
+        return 0
+    except Exception as exc:  # an unusable app spec or broker: one line, not a traceback
+        raise ConfigError(
+            f"cannot consume Celery events from {redact_url(source)!r}: {type(exc).__name__}: {exc}"
+        ) from None
+    print(f"queuelens: {stats}", file=sys.stderr)
     return 0
 
 

@@ -16,6 +16,7 @@ import functools
 import os
 import random
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -141,6 +142,41 @@ def current_revision(conn: Connection) -> str | None:
     return context.get_current_revision()
 
 
+# A fork while another thread is inside a SQLite transaction leaves the child with SQLite's
+# process-wide lock state held forever (a write there would hang). So SQLite work holds this
+# lock, and a fork waits (up to 1 s) for the current transaction to end. If it could not,
+# the child refuses SQLite instead of hanging.
+_SQLITE_FORK_LOCK = threading.RLock()
+_fork_took_lock = False
+_sqlite_unusable_after_fork = False
+# Alembic keeps the migration context in module globals: one migration at a time per process.
+_ALEMBIC_LOCK = threading.Lock()
+
+
+def _before_fork() -> None:
+    global _fork_took_lock
+    _fork_took_lock = _SQLITE_FORK_LOCK.acquire(timeout=1.0)
+
+
+def _after_fork_in_parent() -> None:
+    if _fork_took_lock:
+        _SQLITE_FORK_LOCK.release()
+
+
+def _after_fork_in_child() -> None:
+    global _SQLITE_FORK_LOCK, _sqlite_unusable_after_fork
+    _SQLITE_FORK_LOCK = threading.RLock()
+    _sqlite_unusable_after_fork = not _fork_took_lock
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
+
+
 class Database:
     """One engine plus the transaction, retry and error policy of the SQL driver."""
 
@@ -213,6 +249,25 @@ class Database:
         ``retry_disconnect=False`` for work that is not idempotent: a connection lost
         during COMMIT leaves unknown whether it was applied.
         """
+        if not self.is_sqlite:
+            return self._run(work, write=write, action=action, retry_disconnect=retry_disconnect)
+        if _sqlite_unusable_after_fork:
+            raise StorageUnavailable(
+                f"{self.url}: this process was forked while another thread of its parent was "
+                "inside a SQLite transaction, so SQLite's locks are unusable here; use a "
+                "server storage (PostgreSQL, MySQL, Redis) for workers that fork this way"
+            )
+        with _SQLITE_FORK_LOCK:
+            return self._run(work, write=write, action=action, retry_disconnect=retry_disconnect)
+
+    def _run(
+        self,
+        work: Callable[[Connection], T],
+        *,
+        write: bool,
+        action: str,
+        retry_disconnect: bool,
+    ) -> T:
         delay = 0.01
         for attempt in range(1, ATTEMPTS + 1):
             try:
@@ -332,8 +387,9 @@ class Database:
         self.upgrade()
 
     def upgrade(self) -> str:
-        """Migrate to the head revision and return it; safe to run from several processes."""
-        with self._migration_lock():
+        """Migrate to the head revision and return it; safe to run from several processes
+        and threads (Alembic's ``op`` and ``context`` are process-global, hence the lock)."""
+        with _ALEMBIC_LOCK, self._migration_lock():
             return self.run(self._upgrade, write=True, action="migrating the schema")
 
     @staticmethod
