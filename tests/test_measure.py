@@ -78,3 +78,9 @@ def test_current_rss() -> None:
     rss = current_rss_mb()
     assert rss is not None
     assert rss > 5
+
+
+def test_an_abandoned_measurement_does_not_make_the_process_look_busy_forever() -> None:
+    JobMeasurement.start()  # never finished: the job was lost
+    alone = JobMeasurement.start()
+    assert alone.finish().cpu_s is not None

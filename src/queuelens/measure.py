@@ -24,6 +24,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Literal
 
@@ -69,7 +70,10 @@ class _ProcMemory:
 
 
 _lock = threading.Lock()
-_inflight = 0
+# Measurements started and not finished. Weak, so that a job abandoned without finish()
+# (a killed thread, an integration that lost track) cannot make this process look busy
+# forever and silently turn off CPU attribution.
+_active: weakref.WeakSet[JobMeasurement] = weakref.WeakSet()
 _starts = 0
 _proc: _ProcMemory | None = None
 
@@ -105,6 +109,7 @@ class JobMeasurement:
     """One job's measurement, from :meth:`start` to :meth:`finish`. Never raises."""
 
     __slots__ = (
+        "__weakref__",
         "_cpu_start",
         "_exclusive",
         "_perf_start",
@@ -126,15 +131,15 @@ class JobMeasurement:
     def start(
         cls, *, cpu: Literal["process", "thread"] = "process", memory: bool = True
     ) -> JobMeasurement:
-        global _inflight, _starts
+        global _starts
         self = cls()
         self._thread_cpu = cpu == "thread"
         self._track_memory = memory
         proc = _memory() if memory else None
         with _lock:
-            _inflight += 1
+            self._exclusive = not _active
+            _active.add(self)
             _starts += 1
-            self._exclusive = _inflight == 1
             self._starts_seen = _starts
             if proc is not None and self._exclusive:
                 proc.reset_peak()
@@ -146,11 +151,10 @@ class JobMeasurement:
         return self
 
     def finish(self) -> Measured:
-        global _inflight
         duration = time.perf_counter() - self._perf_start
         cpu_now = time.thread_time() if self._thread_cpu else time.process_time()
         with _lock:
-            _inflight -= 1
+            _active.discard(self)
             alone = self._exclusive and _starts == self._starts_seen
         cpu: float | None = cpu_now - self._cpu_start
         if not self._thread_cpu and not alone:
