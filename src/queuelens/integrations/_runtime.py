@@ -111,6 +111,26 @@ class Runtime:
             owns_storage=False,
         )
 
+    def warm_up(self, tracker: WorkerTracker | None = None, timeout_s: float = 5.0) -> bool:
+        """Pay queuelens's one-off costs before the first job: open the storage (imports,
+        connection, schema check) and send the first heartbeat. Paid later, on a background
+        thread, they would hold the GIL while the first jobs run and count in their CPU and
+        memory. Waits at most ``timeout_s`` for a slow or unreachable storage (the flusher
+        and heartbeats keep retrying it); True when done in time. Never raises."""
+
+        def warm() -> None:
+            try:
+                self.storage()
+                if tracker is not None:
+                    tracker.beat()
+            except Exception as exc:  # the recorder buffers until storage is back
+                log.warning("queuelens: storage not reachable at worker start: %s", exc)
+
+        thread = threading.Thread(target=warm, name="queuelens-warm-up", daemon=True)
+        thread.start()
+        thread.join(timeout_s)
+        return not thread.is_alive()
+
     def start_server_sampler(self) -> None:
         with self._lock:
             if self._sampler is not None:

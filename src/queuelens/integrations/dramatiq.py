@@ -155,7 +155,7 @@ class QueueLens(Middleware):
         # Before the worker threads start, so that no job escapes the busy count, and no
         # job runs while opening the storage (imports, migrations) holds the GIL.
         runtime = self.runtime
-        _open_storage_before_jobs(runtime)
+        runtime.warm_up()
         whitelist = getattr(worker, "consumer_whitelist", None)
         queues = sorted({q_name(q) for q in (whitelist or broker.get_declared_queues())})
         tracker = runtime.tracker(
@@ -300,22 +300,6 @@ class QueueLens(Middleware):
 def _gevent_patched() -> bool:
     monkey = sys.modules.get("gevent.monkey")  # patched only if it was imported
     return bool(getattr(monkey, "saved", None))
-
-
-def _open_storage_before_jobs(runtime: Runtime, timeout_s: float = 5.0) -> None:
-    """Open the storage now, waiting at most ``timeout_s`` for one that is slow or down
-    (the flusher and heartbeats keep retrying it): opening it (imports, migrations) holds
-    the GIL for a moment, which would otherwise stretch the first jobs. Never raises."""
-
-    def open_() -> None:
-        try:
-            runtime.storage()
-        except Exception as exc:
-            log.warning("queuelens: storage not reachable at worker start: %s", exc)
-
-    thread = threading.Thread(target=open_, name="queuelens-open-storage", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
 
 
 def _wait_s(options: dict[str, Any], message_timestamp: object, now_s: float) -> float | None:

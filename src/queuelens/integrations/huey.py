@@ -324,7 +324,7 @@ class HueyInstrumentation:
             self._running += 1
             if self._tracker is None:
                 # First worker up: the others wait on the lock, so no task runs meanwhile.
-                _open_storage_before_jobs(runtime)
+                runtime.warm_up()
                 process_workers = self.worker_type == "process"
                 self._tracker = runtime.tracker(
                     name=f"huey:{socket.gethostname()}:{os.getpid()}",
@@ -355,22 +355,6 @@ class HueyInstrumentation:
 
 def _no_op(task: Task) -> None:
     return None
-
-
-def _open_storage_before_jobs(runtime: Runtime, timeout_s: float = 5.0) -> None:
-    """Open the storage now, waiting at most ``timeout_s`` for one that is slow or down
-    (the flusher and heartbeats keep retrying it): opening it (imports, migrations) holds
-    the GIL for a moment, which would otherwise stretch the first tasks. Never raises."""
-
-    def open_() -> None:
-        try:
-            runtime.storage()
-        except Exception as exc:
-            log.warning("queuelens: storage not reachable at consumer start: %s", exc)
-
-    thread = threading.Thread(target=open_, name="queuelens-open-storage", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
 
 
 def _stock_pickle(serializer: Serializer) -> bool:

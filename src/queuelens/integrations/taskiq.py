@@ -291,20 +291,8 @@ def _status(
 
 
 async def _warm_up(runtime: Runtime, tracker: WorkerTracker | None) -> None:
-    """Pay queuelens's one-off costs before the first task: opening storage (imports,
-    connection, schema check) and the first heartbeat (statement compilation). Paid later on
-    a background thread, they would count in the first tasks' CPU and memory and hold the
-    GIL while the event loop runs them. Bounded by a timeout; never raises."""
-
-    def warm() -> None:
-        runtime.storage()
-        if tracker is not None:
-            tracker.beat()
-
-    try:
-        await asyncio.wait_for(asyncio.to_thread(warm), _WARM_UP_WAIT_S)
-    except Exception as exc:  # the recorder buffers until storage is back
-        log.warning("queuelens: storage not reachable at worker start: %s", exc)
+    """Runtime.warm_up off the event loop, so other coroutines keep running meanwhile."""
+    await asyncio.to_thread(runtime.warm_up, tracker, _WARM_UP_WAIT_S)
 
 
 def _leave(attempt: _Attempt) -> None:
