@@ -185,7 +185,7 @@ def main() -> None:
     frameworks = {f.strip() for f in args.frameworks.split(",")}
     results: list[Run] = []
     with tempfile.TemporaryDirectory() as tmp:
-        storage = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        storage = os.environ.get("BENCH_STORAGE") or f"sqlite:///{Path(tmp) / 'bench.db'}"
         if "celery" in frameworks:
             plain = run_celery("plain", args.jobs, storage, events=False)
             instrumented = run_celery("queuelens", args.jobs, storage, events=False)
