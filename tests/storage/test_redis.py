@@ -35,6 +35,7 @@ from queuelens.model import (
     WorkerState,
     bucket_start,
 )
+from queuelens.sketch import Sketch
 from queuelens.storage import StorageError, StorageUnavailable, open_storage
 from queuelens.storage.base import Retention
 from queuelens.storage.redis import RedisStorage
@@ -645,3 +646,41 @@ def test_prune_trims_indexes_and_removes_silent_workers(storage: RedisStorage) -
         [],
     )
     assert storage.list_jobs("old") == []
+
+
+def test_histogram_bins_are_stored_in_exact_groups_of_16(
+    storage: RedisStorage, raw: redis.Redis | RedisCluster
+) -> None:
+    series = SeriesKey("bins", "q", "grouped")
+    big = 2**32 - 3  # twice this passes uint32: the group must turn to doubles, exactly
+    bins = {-17: 3, -16: 1, -1: 2, 0: 1, 15: 5, 16: big, 31: 7}
+    aggregate = Aggregate(0.01)
+    aggregate.counts[JobStatus.succeeded] = 1
+    aggregate.duration = Sketch.from_bins(0.01, bins, 0, 1.0, 0.5, 2.0)
+    aggregate.wait = Sketch.from_bins(0.01, {-300: 4}, 1, 1.0, 0.0, 0.1)
+
+    def flush(sequence: int) -> FlushBatch:
+        return FlushBatch(writer_id="w-bins", sequence=sequence, created_at=NOW,
+                          aggregates={(series, MINUTE): aggregate.copy()})  # fmt: skip
+
+    assert storage.write(flush(1)) is True
+    key = storage.keys.bucket(series, Resolution.minute, MINUTE)
+    fields = sorted(str(name) for name in untyped(raw).hkeys(key))
+    # bin i lives in group floor(i / 16); every group is 16 uint32
+    assert [name for name in fields if name[0] in "dwu" and ":" in name] == [
+        "d:g-1", "d:g-2", "d:g0", "d:g1", "w:g-19",
+    ]  # fmt: skip
+    assert {int(untyped(raw).hstrlen(key, name)) for name in ("d:g-2", "d:g1", "w:g-19")} == {64}
+    assert storage.write(flush(2)) is True
+    assert int(untyped(raw).hstrlen(key, "d:g1")) == 128  # doubles once a count passes 2**32
+    assert int(untyped(raw).hstrlen(key, "d:g0")) == 64
+    for resolution in Resolution:
+        start = bucket_start(MINUTE, resolution)
+        got = storage.read_buckets([series], resolution, start, start + 1)[series][start]
+        assert got.duration.bins == {i: 2 * n for i, n in bins.items()}
+        assert got.duration.count == 2 * sum(bins.values())
+        assert got.wait.bins == {-300: 8}
+        assert got.wait.zero_count == 2
+    assert storage.write(flush(3)) is True  # a group already holding doubles stays exact
+    days = storage.read_buckets([series], Resolution.day, 0, NOW + 86400)[series]
+    assert merged(days).duration.bins == {i: 3 * n for i, n in bins.items()}

@@ -30,6 +30,7 @@ from queuelens.storage._redis_keys import (
     ACCURACY_FIELD,
     COUNT_PREFIX,
     DURATION_FIELD,
+    GROUP_BINS,
     MEMORY_FIELD,
     SKETCH_FIELDS,
     WAIT_CPU_FIELD,
@@ -61,12 +62,32 @@ SKETCH_BLOCK = struct.Struct("<dddd")
 #: the two memory stats, peak then increase: count, sum, max each (empty: 0, 0, -inf)
 MEMORY_BLOCKS = struct.Struct("<dddddd")
 _EMPTY_SKETCH = (0, 0.0, math.inf, -math.inf)
+_GROUP_SHIFT = GROUP_BINS.bit_length() - 1
+_GROUP_MASK = GROUP_BINS - 1
+
+#: a stored bin group, bins 16k ... 16k+15: 16 uint32 (64 bytes, the usual case) or, once
+#: a count passes 2**32 - 1, 16 doubles (128 bytes); the length tells them apart
+GROUP_SMALL = struct.Struct(f"<{GROUP_BINS}I")
+GROUP_LARGE = struct.Struct(f"<{GROUP_BINS}d")
+#: one touched lane of a bin group update: lane, count (exact below 2**53)
+GROUP_LANE = struct.Struct("<Bd")
 
 _STATUS_FIELDS = {status: COUNT_PREFIX + status.value for status in JobStatus}
-#: bin field names (``d:-345``) by sketch field and bin index, made once
+#: bin group field names (``d:g-22``) by sketch field and group index, made once
 _D, _W, _U = SKETCH_FIELDS["duration"], SKETCH_FIELDS["wait"], SKETCH_FIELDS["cpu"]
-_BIN_NAMES: dict[str, dict[int, str]] = {_D: {}, _W: {}, _U: {}}
-_BIN_NAMES_CACHED = 65536
+_GROUP_NAMES: dict[str, dict[int, str]] = {_D: {}, _W: {}, _U: {}}
+_GROUP_NAMES_CACHED = 65536
+
+
+#: packed lanes by (lane, count) for small counts, made once
+_GROUP_LANES: dict[tuple[int, int], bytes] = {}
+
+
+def _lane(lane: int, n: int) -> bytes:
+    packed = GROUP_LANE.pack(lane, n)
+    if n < 64:
+        _GROUP_LANES[lane, n] = packed
+    return packed
 
 
 def finite(value: float) -> float:
@@ -82,9 +103,10 @@ def number(value: float) -> str:
 def encode_update(aggregate: Aggregate) -> list[Arg] | None:
     """An aggregate as the write_series script reads an update (see ``_redis_scripts``).
 
-    ``[a, s, e, "ra", *counter names, *stat names, *counters, *stats, *exceptions]``;
-    None when the aggregate holds nothing. This runs for every series of every flush, so
-    it does the least it can: no per-field formatting beyond what redis-py does anyway.
+    ``[a, g, s, e, "ra", *counter names, *group names, *stat names, *counters, *groups,
+    *stats, *exceptions]``; None when the aggregate holds nothing. A group's update is its
+    touched lanes, :data:`GROUP_LANE` each. This runs for every series of every flush, so it
+    does the least it can: no per-field formatting beyond what redis-py does anyway.
     """
     names: list[Arg] = []
     values: list[int] = []
@@ -93,17 +115,27 @@ def encode_update(aggregate: Aggregate) -> list[Arg] | None:
             names.append(_STATUS_FIELDS[status])
             values.append(n)
     duration, wait, cpu = aggregate.duration, aggregate.wait, aggregate.cpu
+    group_names: list[Arg] = []
+    groups: list[Arg] = []
     for prefix, sketch in ((_D, duration), (_W, wait), (_U, cpu)):
-        if sketch.count:
-            cached = _BIN_NAMES[prefix]
+        if sketch.bins:
+            lanes: dict[int, list[bytes]] = {}
             for index, n in sketch.bins.items():
-                name = cached.get(index)
+                lane = _GROUP_LANES.get((index & _GROUP_MASK, n)) or _lane(index & _GROUP_MASK, n)
+                group = lanes.get(index >> _GROUP_SHIFT)
+                if group is None:
+                    lanes[index >> _GROUP_SHIFT] = [lane]
+                else:
+                    group.append(lane)
+            cached = _GROUP_NAMES[prefix]
+            for k, touched in lanes.items():
+                name = cached.get(k)
                 if name is None:
-                    name = f"{prefix}:{index}"
-                    if len(cached) < _BIN_NAMES_CACHED:
-                        cached[index] = name
-                names.append(name)
-                values.append(n)
+                    name = f"{prefix}:g{k}"
+                    if len(cached) < _GROUP_NAMES_CACHED:
+                        cached[k] = name
+                group_names.append(name)
+                groups.append(touched[0] if len(touched) == 1 else b"".join(touched))
     stat_names: list[Arg] = []
     stats: list[Arg] = []
     if duration.count:
@@ -120,10 +152,11 @@ def encode_update(aggregate: Aggregate) -> list[Arg] | None:
     exceptions: list[Arg] = []
     for name, raised in aggregate.exceptions.items():
         exceptions += (name, raised.count, number(raised.last_seen), raised.last_message)
-    if not values and not stats and not exceptions:
+    if not values and not groups and not stats and not exceptions:
         return None
-    return [len(values), len(stats), len(aggregate.exceptions), ACCURACY_FIELD, *names,
-            *stat_names, *values, *stats, *exceptions]  # fmt: skip
+    return [len(values), len(groups), len(stats), len(aggregate.exceptions), ACCURACY_FIELD,
+            *names, *group_names, *stat_names, *values, *groups, *stats,
+            *exceptions]  # fmt: skip
 
 
 def _sketch_block(sketch: Sketch) -> tuple[float, float, float, float]:
@@ -165,7 +198,7 @@ class SeriesUpdates:
                 suffixes, args = self._keys.write_suffixes([]), [*self._head, 0]
             else:
                 plan = self._plans.get(minute) or self._minute_plan(minute)
-                suffixes = plan[1] if update[2] else plan[0]
+                suffixes = plan[1] if update[3] else plan[0]
                 args = [*self._head, 1, *update, *plan[2]]
         else:
             suffixes, args = self._merged(parts)
@@ -197,7 +230,7 @@ class SeriesUpdates:
                     merged.merge(aggregate)
             update = encode_update(merged)
             if update is not None:
-                buckets.append((width, start, bool(update[2])))
+                buckets.append((width, start, bool(update[3])))
                 expiry.append(start + width + self._keep_s[width])
                 updates += update
         suffixes = self._keys.write_suffixes(buckets)
@@ -220,7 +253,16 @@ def decode_bucket(
                 continue
             aggregate.counts[status] = int(float(raw))
         elif tail and head in parts:
-            parts[head].bins[int(tail)] = int(float(raw))
+            bins = parts[head].bins
+            if tail[0] == "g":  # a bin group: bins 16k ... 16k+15
+                first = int(tail[1:]) * GROUP_BINS
+                lanes = (GROUP_SMALL if len(raw) == GROUP_SMALL.size else GROUP_LARGE).unpack(raw)
+                for lane, n in enumerate(lanes):
+                    if n:
+                        bins[first + lane] = bins.get(first + lane, 0) + int(n)
+            else:  # one bin, as queuelens wrote them before bin groups
+                index = int(tail)
+                bins[index] = bins.get(index, 0) + int(float(raw))
         elif name == DURATION_FIELD:
             parts[_D].scalars(SKETCH_BLOCK.unpack(raw))
         elif name == WAIT_CPU_FIELD:

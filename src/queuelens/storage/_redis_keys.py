@@ -51,8 +51,14 @@ several of these keys); each key's TTL is refreshed on every write::
 Bucket hash fields
 ------------------
 ``ra`` the sketch accuracy the bucket was written with (text); ``n:<status>`` attempts per
-:class:`JobStatus` (text integer); ``d:<i>``, ``w:<i>``, ``u:<i>`` the count of log bucket
-``i`` (see :attr:`Sketch.bins`) of the duration, wait and CPU sketch (text integer). The
+:class:`JobStatus` (text integer); ``d:g<k>``, ``w:g<k>``, ``u:g<k>`` one bin group of the
+duration, wait and CPU sketch: the counts of log buckets ``16k ... 16k+15`` (see
+:attr:`Sketch.bins`; ``k = floor(i / 16)``, so bin -1 is in ``g-1``), packed as 16
+little-endian uint32 (64 bytes) or, once one of them would pass ``2**32 - 1``, as 16
+little-endian doubles (128 bytes; exact below ``2**53``); the length tells them apart. A
+sketch spanning a few decades holds some 20 groups rather than 300 bin fields, so a big
+hour or day bucket stays small enough for its listpack lookups to be fast. (Buckets from
+before bin groups hold ``d:<i>`` text counts per bin; readers still add those in.) The
 scalars are packed little-endian doubles in three fields, so a write merges all of them
 with three field reads and writes instead of fifteen::
 
@@ -64,9 +70,10 @@ An empty sketch block is ``(0, 0, inf, -inf)`` and an empty memory block ``(0, 0
 so the script merges lane by lane (add, add, min, max) with no special case; the count of
 a sketch is its zero count plus its bins. Doubles are stored bit for bit, so sums, minima
 and maxima read back exactly; counters are added by Lua as doubles (exact below 2**53)
-and written back as integers by Redis (``%.17g``). No value exceeds 64 bytes, so small
-buckets keep Redis's compact ``listpack`` encoding. The bucket hash is read with
-``HGETALL`` undecoded (redis-py ``NEVER_DECODE``); everything else is UTF-8 text.
+and written back as integers by Redis (``%.17g``). No value exceeds 64 bytes (save a bin
+group past uint32), so buckets keep Redis's compact ``listpack`` encoding. The bucket hash
+is read with ``HGETALL`` undecoded (redis-py ``NEVER_DECODE``); everything else is UTF-8
+text.
 """
 
 from __future__ import annotations
@@ -84,6 +91,7 @@ __all__ = [
     "ACCURACY_FIELD",
     "COUNT_PREFIX",
     "DURATION_FIELD",
+    "GROUP_BINS",
     "MEMORY_FIELD",
     "SKETCH_FIELDS",
     "WAIT_CPU_FIELD",
@@ -101,6 +109,8 @@ _CLOCK_SKEW_S = 3600
 COUNT_PREFIX = "n:"
 #: Aggregate attribute -> bucket field prefix of a :class:`Sketch`
 SKETCH_FIELDS = {"duration": "d", "wait": "w", "cpu": "u"}
+#: histogram bins per bin group field (a power of two): ``d:g<k>`` holds bins 16k ... 16k+15
+GROUP_BINS = 16
 #: bucket field of the duration sketch's scalars (packed, see the module docstring)
 DURATION_FIELD = "d"
 #: bucket field of the wait and CPU sketches' scalars

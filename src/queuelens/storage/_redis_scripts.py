@@ -5,7 +5,8 @@
 
 Every script touches the keys of one hash tag only (it is always given them all in KEYS),
 so each runs on one Redis Cluster node and is atomic there. Numbers travel as decimal text
-or, for the packed bucket stats, as little-endian doubles (``struct``); Redis writes Lua
+or, for the packed bucket stats and bin groups, as little-endian doubles and uint32
+(``struct``); Redis writes Lua
 numbers back with ``%.17g``, which reads back as the same double. No script decodes JSON:
 write_series reads flat ARGV, so a flush costs no ``cjson`` work on the server.
 """
@@ -69,12 +70,16 @@ end
 # then one EXPIREAT time per bucket. With u = 1 every bucket gets the one update (a batch
 # holding one minute of the series feeds its minute, hour and day buckets); else bucket i
 # gets update i. An update:
-#   a, s, e        how many counters, stats and exceptions
-#   'ra', then the a + s field names (counters first), then their a + s values, then
-#   e times: exception type, count, last seen, last message
+#   a, g, s, e     how many counters, bin groups, stats and exceptions
+#   'ra', then the a + g + s field names (counters, groups, stats), then their a + g + s
+#   values, then e times: exception type, count, last seen, last message
 # A counter (decimal text) is added: Lua adds decimal text as doubles and Redis writes the
-# sum back with %.17g, so integers stay exact. A stat is little-endian doubles in blocks
-# merged lane by lane; a field holds one kind of block, so its length tells them apart:
+# sum back with %.17g, so integers stay exact. A bin group field holds the counts of 16
+# histogram bins: 16 little-endian uint32 (64 bytes) or, once a count passes 2**32 - 1, 16
+# doubles (128 bytes); its update is the touched lanes only, 9 bytes each ('<Bd': lane,
+# count), added in place, so counts stay exact (below 2**53). A stat is little-endian
+# doubles in blocks merged lane by lane; a field holds one kind of block, so its length
+# tells them apart:
 #   32 or 64 bytes: 1 or 2 sketch blocks (zero count +, sum +, min, max)
 #   24 or 48 bytes: 1 or 2 memory blocks (count +, sum +, max)
 # Returns 1 when applied, 0 when the writer's sequence was already there (a duplicate).
@@ -113,22 +118,43 @@ local function merge(old, new)
   if x1 > x2 then x2 = x1 end
   return spack('<ddd', c1 + c2, s1 + s2, x2)
 end
+-- a bin group: 16 uint32 (64 bytes) or 16 doubles (128); an update lists its touched
+-- lanes, 9 bytes each (lane byte, count double). Only those lanes are rewritten; the group
+-- turns to doubles the first time a lane would pass 2**32 - 1, so counts stay exact.
+local GROUP_ZERO, GROUP_LARGE = string.rep('\0', 64), '<' .. string.rep('d', 16)
+local ssub = string.sub
+local function add_group(cur, new)
+  local size, fmt = 4, '<I4'
+  if not cur then cur = GROUP_ZERO elseif #cur ~= 64 then size, fmt = 8, '<d' end
+  for p = 1, #new, 9 do
+    local lane, n = sunpack('<Bd', new, p)
+    local at = size * lane
+    local v = sunpack(fmt, cur, at + 1) + n
+    if size == 4 and v > 4294967295 then
+      cur = spack(GROUP_LARGE, sunpack('<' .. string.rep('I4', 16), cur))
+      size, fmt, at = 8, '<d', 8 * lane
+    end
+    cur = ssub(cur, 1, at) .. spack(fmt, v) .. ssub(cur, at + size + 1)
+  end
+  return cur
+end
 local updates, o = {}, 7
 for i = 1, tonumber(ARGV[6]) do
-  local a, s, e = tonumber(ARGV[o]), tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2])
-  updates[i] = {o, a, s, e}
-  o = o + 4 + 2 * (a + s) + 4 * e
+  local a, g, s, e = tonumber(ARGV[o]), tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2]),
+    tonumber(ARGV[o + 3])
+  updates[i] = {o, a, g, s, e}
+  o = o + 5 + 2 * (a + g + s) + 4 * e
 end
 local k = 2  -- the next key
 for i = 1, #ARGV - o + 1 do
   local update = updates[i] or updates[1]
-  local at, a, s, e = update[1], update[2], update[3], update[4]
-  local key, xkey, expire_at, n = KEYS[k], KEYS[k + 1], ARGV[o + i - 1], a + s
+  local at, a, g, s, e = update[1], update[2], update[3], update[4], update[5]
+  local key, xkey, expire_at, n = KEYS[k], KEYS[k + 1], ARGV[o + i - 1], a + g + s
   k = e > 0 and k + 2 or k + 1
-  local names, values = at + 4, at + 4 + a + s
+  local names, values = at + 5, at + 5 + n
   if n > 0 then
     -- 'ra' is read first: when it exists, so does the key and its expiry
-    local old = hmget(key, ARGV, at + 3, at + 3 + n)
+    local old = hmget(key, ARGV, at + 4, at + 4 + n)
     local out, m = {}, 0
     if not old[1] then out[1], out[2], m = 'ra', ARGV[2], 2 end
     for j = 0, a - 1 do
@@ -136,7 +162,11 @@ for i = 1, #ARGV - o + 1 do
       if cur then value = cur + value end
       out[m + 1], out[m + 2], m = ARGV[names + j], value, m + 2
     end
-    for j = a, n - 1 do
+    for j = a, a + g - 1 do
+      out[m + 1], out[m + 2], m = ARGV[names + j], add_group(old[j + 2], ARGV[values + j]),
+        m + 2
+    end
+    for j = a + g, n - 1 do
       local value, cur = ARGV[values + j], old[j + 2]
       if cur then value = merge(cur, value) end
       out[m + 1], out[m + 2], m = ARGV[names + j], value, m + 2
