@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import multiprocessing
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -839,3 +841,24 @@ def test_schema_has_indexes_for_every_prune_and_filter(sql_url: str) -> None:
     assert ("app", "queue") in indexed["ql_series"]
     assert ("last_heartbeat_at",) in indexed["ql_workers"]
     assert ("kind", "app") in indexed["ql_gauge_sources"]
+
+
+def test_head_revision_constant_matches_the_migrations() -> None:
+    from queuelens.storage.sql_engine import _script_directory
+
+    assert head_revision() == _script_directory().get_current_head()
+
+
+def test_opening_a_current_database_does_not_import_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'lean.db'}"
+    migrate(url)
+    script = (
+        "import sys\n"
+        "from queuelens.storage import open_storage\n"
+        f"open_storage({url!r}).close()\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "False"

@@ -20,13 +20,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event
+from sqlalchemy import column, create_engine, event, select, table
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -39,6 +36,10 @@ from sqlalchemy.exc import (
 from queuelens.sketch import SketchError
 from queuelens.storage.base import SchemaError, StorageError, StorageUnavailable
 from queuelens.storage.sql_schema import VERSION_TABLE
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 if sys.platform != "win32":
     import fcntl
@@ -117,6 +118,8 @@ def _redact_text(url: str) -> str:
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """Alembic configuration built in code: scripts from the package, no alembic.ini."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", "queuelens.storage:migrations")
     if connection is not None:
@@ -126,20 +129,29 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 @functools.cache
 def _script_directory() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config())
+
+
+#: the newest migration in ``migrations/versions`` (a test checks that Alembic agrees). Kept
+#: as a constant so that opening an up-to-date database never imports Alembic (~11 MB of RSS
+#: in every worker process).
+HEAD_REVISION = "0003"
 
 
 def head_revision() -> str:
     """The newest schema revision this queuelens knows."""
-    head = _script_directory().get_current_head()
-    assert head is not None, "queuelens ships at least one migration"
-    return head
+    return HEAD_REVISION
 
 
 def current_revision(conn: Connection) -> str | None:
     """The schema revision recorded in the database, None when never migrated."""
-    context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-    return context.get_current_revision()
+    if not sa_inspect(conn).has_table(VERSION_TABLE):
+        return None
+    version = table(VERSION_TABLE, column("version_num"))
+    revisions = conn.execute(select(version.c.version_num)).scalars().all()
+    return str(revisions[0]) if revisions else None
 
 
 # A fork while another thread is inside a SQLite transaction leaves the child with SQLite's
@@ -394,6 +406,8 @@ class Database:
 
     @staticmethod
     def _upgrade(conn: Connection) -> str:
+        from alembic import command
+
         command.upgrade(alembic_config(conn), "head")
         return head_revision()
 
