@@ -12,7 +12,6 @@ a *bucket* is one series over one aligned time interval at one :class:`Resolutio
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 
@@ -375,7 +374,3 @@ class FlushBatch:
     @property
     def outcome_count(self) -> int:
         return sum(aggregate.total for aggregate in self.aggregates.values())
-
-
-def finite_or_zero(value: float) -> float:
-    return value if math.isfinite(value) else 0.0

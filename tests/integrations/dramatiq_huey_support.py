@@ -11,7 +11,6 @@ import math
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,16 +19,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import cast
 
-import pytest
 import redis
 
 from queuelens.model import Aggregate, Resolution
 from queuelens.storage import Storage
 from queuelens.storage.base import WorkerRecord
+from tests.conftest import require_service
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-RABBITMQ_START = "rabbitmq-server -detached"
 
 
 class Timings:
@@ -56,18 +54,7 @@ class Timings:
 
 def require_rabbitmq() -> None:
     """Fail (in CI) or skip (elsewhere) unless RabbitMQ listens on 127.0.0.1:5672."""
-    try:
-        with socket.create_connection(("127.0.0.1", 5672), timeout=1.0):
-            return
-    except OSError:
-        pass
-    message = (
-        f"rabbitmq is not listening on 127.0.0.1:5672; start it with: {RABBITMQ_START}"
-        " (or run `bash .ci/run`, which starts it)"
-    )
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    require_service("rabbitmq")
 
 
 def worker_env(db: Path, **extra: str) -> dict[str, str]:

@@ -185,6 +185,3 @@ def exception_name(exception: BaseException) -> str:
     return (
         cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
     )
-
-
-_exception_name = exception_name  # older spelling, kept for integrations in flight

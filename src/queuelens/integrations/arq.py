@@ -275,7 +275,7 @@ class _ArqHooks:
 
     def _close(self, worker: _Worker | None) -> None:
         try:
-            # Flush first: the tracker closes the storage it shares with the recorder.
+            # Flush first, so the last outcomes are stored before the worker reads "stopped".
             self.runtime.recorder.flush()
             if worker is not None and worker.tracker is not None:
                 worker.tracker.stop()

@@ -171,7 +171,7 @@ class QueueLens(Middleware):
         for ident, attempt in list(self._attempts.items()):
             if self._attempts.pop(ident, None) is not None:
                 self._record(attempt, nacked=bool(getattr(attempt.message, "failed", False)))
-        # Flush first: stopping the tracker closes the storage it shares with the recorder.
+        # Flush first, so the last outcomes are stored before the worker reads "stopped".
         self.runtime.recorder.flush()
         tracker = self.tracker
         if tracker is not None:

@@ -342,7 +342,7 @@ class HueyInstrumentation:
             if self._running > 0:
                 return
             tracker, self._tracker = self.tracker, None
-        # Flush first: stopping the tracker closes the storage it shares with the recorder.
+        # Flush first, so the last outcomes are stored before the worker reads "stopped".
         self.runtime.recorder.flush()
         if tracker is not None:
             tracker.stop()

@@ -39,10 +39,9 @@ from rq.timeouts import JobTimeoutException
 
 from queuelens.config import Settings
 from queuelens.heartbeat import WorkerTracker
-from queuelens.integrations._runtime import Runtime, _exception_name
+from queuelens.integrations._runtime import Runtime, exception_name
 from queuelens.measure import JobMeasurement, current_rss_mb
 from queuelens.model import JobOutcome, JobStatus
-from queuelens.storage import open_storage
 
 if TYPE_CHECKING:
     from resource import struct_rusage
@@ -156,9 +155,8 @@ class _Instrumented(rq.worker.BaseWorker):
         runtime = self.queuelens  # a bad setting fails here, before the worker registers
         super().bootstrap(*args, **kwargs)
         if self._ql_tracker is None:
-            self._ql_tracker = _tracker(runtime, self.name, self.queue_names())
+            self._ql_tracker = runtime.tracker(name=self.name, queues=self.queue_names())
             self._ql_tracker.start()
-            runtime.start_server_sampler()
 
     def teardown(self) -> None:
         runtime, tracker = self._ql_runtime, self._ql_tracker
@@ -222,7 +220,7 @@ class _Instrumented(rq.worker.BaseWorker):
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         attempt = self._ql_attempt
         if attempt is not None and len(exc_info) > 1 and isinstance(exc_info[1], BaseException):
-            attempt.exception_type = _exception_name(exc_info[1])
+            attempt.exception_type = exception_name(exc_info[1])
             attempt.exception_message = str(exc_info[1])
             attempt.timed_out = isinstance(exc_info[1], JobTimeoutException)
         super().handle_exception(job, *exc_info)
@@ -369,25 +367,6 @@ class SimpleWorker(_Instrumented, rq.worker.SimpleWorker):
 
 
 # -- helpers --------------------------------------------------------------------------------
-
-
-def _tracker(runtime: Runtime, name: str, queues: list[str]) -> WorkerTracker:
-    """A heartbeat tracker with a storage connection of its own, which it closes on stop().
-
-    (``Runtime.tracker`` hands the tracker the runtime's own storage, which the tracker's
-    stop() would then close under the recorder and the server sampler.)
-    """
-    s = runtime.settings
-    return WorkerTracker(
-        lambda: open_storage(
-            s.storage_url, relative_accuracy=s.histogram_accuracy, retention=s.retention
-        ),
-        app=s.app,
-        framework=runtime.framework,
-        name=name,
-        queues=queues,
-        heartbeat_interval_s=s.heartbeat_interval_s,
-    )
 
 
 def _job_name(job: Job) -> str:

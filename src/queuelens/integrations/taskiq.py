@@ -164,7 +164,7 @@ class QueueLensMiddleware(TaskiqMiddleware):
     @staticmethod
     def _close(tracker: WorkerTracker | None, runtime: Runtime) -> None:
         try:
-            # Flush first: the tracker closes the storage it shares with the recorder.
+            # Flush first, so the last outcomes are stored before the worker reads "stopped".
             runtime.recorder.flush()
             if tracker is not None:
                 tracker.stop()
