@@ -169,3 +169,22 @@ def test_from_bins_rebuilds_a_sketch() -> None:
     )
     assert twin == sketch
     assert twin.avg == pytest.approx(1.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(values, max_size=200),
+    st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=8),
+)
+def test_quantiles_in_one_pass_equal_quantile_one_at_a_time(
+    data: list[float], qs: list[float]
+) -> None:
+    sketch = Sketch()
+    for v in data:
+        sketch.add(v)
+    assert sketch.quantiles(qs) == [sketch.quantile(q) for q in qs]
+
+
+def test_quantiles_rejects_out_of_range() -> None:
+    with pytest.raises(SketchError, match="outside"):
+        Sketch().quantiles([0.5, 1.5])

@@ -137,7 +137,29 @@ class Sketch:
         return min(max(estimate, self.min), self.max)
 
     def quantiles(self, qs: Iterable[float]) -> list[float | None]:
-        return [self.quantile(q) for q in qs]
+        """Several quantiles in one pass over the bins (``qs`` in any order)."""
+        wanted = list(qs)
+        for q in wanted:
+            if not 0.0 <= q <= 1.0:
+                raise SketchError(f"quantile {q!r} is outside [0, 1]; e.g. 0.95 for p95")
+        if self.count == 0:
+            return [None] * len(wanted)
+        order = sorted(range(len(wanted)), key=lambda i: wanted[i])
+        out: list[float | None] = [None] * len(wanted)
+        bins = iter(sorted(self.bins.items()))
+        seen = self.zero_count
+        estimate = max(self.min, 0.0)
+        for position in order:
+            rank = math.floor(wanted[position] * (self.count - 1))
+            while seen <= rank:
+                item = next(bins, None)
+                if item is None:
+                    estimate = self.max
+                    break
+                seen += item[1]
+                estimate = self._representative(item[0])
+            out[position] = min(max(estimate, self.min), self.max)
+        return out
 
     def _representative(self, index: int) -> float:
         # Midpoint in the relative sense: 2 * gamma**i / (gamma + 1).
