@@ -1,0 +1,1 @@
+"""Pure analytics over recorded queue, job and worker metrics."""
