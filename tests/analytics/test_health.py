@@ -144,7 +144,12 @@ def test_per_queue_override_and_score_order() -> None:
 
 
 def worker(
-    state: WorkerState, heartbeat_age_s: float = 1.0, busy: int = 0, slots: int = 4, pid: int = 1
+    state: WorkerState,
+    heartbeat_age_s: float = 1.0,
+    busy: int = 0,
+    slots: int = 4,
+    pid: int = 1,
+    ratio: float | None = None,
 ) -> WorkerView:
     return WorkerView(
         id=f"w{pid}",
@@ -163,7 +168,7 @@ def worker(
         heartbeat_age_s=heartbeat_age_s,
         processed=0,
         failed=0,
-        busy_ratio=None,
+        busy_ratio=ratio,
         rss_mb=None,
         cpu_percent=None,
     )
@@ -185,8 +190,12 @@ def test_fleet_reasons() -> None:
     # died long ago: history, not a present problem
     assert fleet_codes([worker(WorkerState.idle), worker(WorkerState.dead, 7200, pid=2)]) == {}
     assert fleet_codes([worker(WorkerState.dead, 600)])["no_live_worker"] is HealthStatus.critical
-    assert "busy_ratio" not in fleet_codes([worker(WorkerState.busy, busy=3)])
-    assert fleet_codes([worker(WorkerState.busy, busy=4)])["busy_ratio"] is HealthStatus.warning
+    assert "busy_ratio" not in fleet_codes([worker(WorkerState.busy, busy=4)])  # unmeasured
+    assert "busy_ratio" not in fleet_codes([worker(WorkerState.busy, ratio=0.89)])
+    saturated = [worker(WorkerState.busy, ratio=0.95), worker(WorkerState.idle, ratio=0.8, pid=2)]
+    assert "busy_ratio" not in fleet_codes(saturated)  # 87.5% over both
+    saturated.append(worker(WorkerState.busy, ratio=1.0, pid=3, slots=12))
+    assert fleet_codes(saturated)["busy_ratio"] is HealthStatus.warning
     many = [worker(WorkerState.stale, 20, pid=n) for n in range(5)] + [
         worker(WorkerState.idle, pid=9)
     ]

@@ -325,9 +325,12 @@ def fleet_health(workers: Sequence[WorkerView], thresholds: HealthThresholds, no
         )
     if workers and not live and (stale or dead):
         judge.add("no_live_worker", _Severity.critical, "no worker is alive", 0.0, 1.0)
-    slots = sum(w.concurrency for w in live)
+    # Utilisation since the workers started (busy slot-seconds over all slot-seconds), not
+    # the busy slots of this instant, which flap with every job.
+    measured = [w for w in live if w.busy_ratio is not None]
+    slots = sum(w.concurrency for w in measured)
     if slots:
-        busy = sum(w.busy_slots for w in live) / slots
+        busy = sum((w.busy_ratio or 0.0) * w.concurrency for w in measured) / slots
         judge.check(
             "busy_ratio",
             busy,
