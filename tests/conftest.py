@@ -13,6 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
+# statsmodels' BLAS would start a thread per core in every test; one is faster on small fits.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 START_COMMANDS = {
     "redis": "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' "
     "--appendonly no",
