@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from queuelens.config import ConfigError, load_settings, parse_duration
+from queuelens.config import ConfigError, load_settings, load_table, parse_duration
 
 
 def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,3 +152,22 @@ def test_parse_duration(text: object, seconds: float) -> None:
 def test_parse_duration_rejects(bad: object) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(bad)
+
+
+def test_load_table_reads_feature_tables(tmp_path: Path) -> None:
+    path = tmp_path / "queuelens.toml"
+    path.write_text('app = "x"\n[capacity]\nprice_per_cpu_hour = 0.04\n')
+    assert load_table("capacity", path, env={}) == {"price_per_cpu_hour": 0.04}
+    assert load_table("alerts", path, env={}) is None
+    path.write_text("health = 5\n")
+    with pytest.raises(ConfigError, match="unknown setting 'health'"):
+        load_table("health", path, env={})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_table("health", None, env={"QUEUELENS_CONFIG": str(tmp_path / "none.toml")})
+
+
+def test_load_table_without_a_settings_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_table("health", env={}) is None

@@ -33,7 +33,7 @@ from pydantic_settings import (
 
 from queuelens.storage.base import Retention
 
-__all__ = ["ConfigError", "Settings", "load_settings", "parse_duration"]
+__all__ = ["ConfigError", "Settings", "load_settings", "load_table", "parse_duration"]
 
 ENV_PREFIX = "QUEUELENS_"
 DEFAULT_TOML = "queuelens.toml"
@@ -255,6 +255,27 @@ def load_settings(
             raise _friendly(exc, environ, path, toml_values) from None
         finally:
             _SOURCES.pop(Settings, None)
+
+
+def load_table(
+    name: str, toml_path: str | Path | None = None, env: Mapping[str, str] | None = None
+) -> dict[str, Any] | None:
+    """The ``[name]`` table of the settings file (``[health]``, ``[capacity]``, ...), or None.
+
+    The file is found as for :func:`load_settings`; ConfigError when it cannot be read or
+    when ``name`` is not a table.
+    """
+    environ = os.environ if env is None else env
+    path = _toml_path(toml_path, environ)
+    if path is None:
+        return None
+    _read_toml(path)  # the same errors as load_settings for an unreadable or invalid file
+    table = tomllib.loads(path.read_text(encoding="utf-8")).get(name)
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{name} in {str(path)!r} must be a table, e.g. [{name}]")
+    return table
 
 
 def _toml_path(explicit: str | Path | None, environ: Mapping[str, str]) -> Path | None:
