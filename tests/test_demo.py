@@ -55,6 +55,12 @@ def test_run_demo_prints_the_table_and_both_tallies(tmp_path: Path) -> None:
     assert stored.split(":", 1)[1].strip() == counted.split(":", 1)[1].strip()
     assert "stored == counted:   yes, exactly" in text
     assert "make demo" in text
+    health = text.split("queue health", 1)[1].split("storage holds:", 1)[0]
+    health_rows = [
+        line.split() for line in health.splitlines() if line.startswith("  ") and "/100" in line
+    ]
+    assert sorted(row[0] for row in health_rows) == sorted(QUEUES)
+    assert all(row[1] in ("healthy", "warning", "critical") for row in health_rows)
 
 
 def test_summary_reports_a_mismatch(tmp_path: Path) -> None:

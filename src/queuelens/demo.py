@@ -366,6 +366,7 @@ def print_summary(result: DemoResult, out: TextIO) -> None:
             f"{_ms(wait.quantile(0.5)):>10}{_ms(wait.quantile(0.95)):>8}",
             file=out,
         )
+    _print_health(result, out)
     print(f"\nstorage holds:       {_tally(result.stored_counts())}", file=out)
     print(f"workload counted:    {_tally(result.counted)}", file=out)
     verdict = "yes, exactly" if result.matches else "NO -- see the recorder line below"
@@ -382,6 +383,32 @@ def print_summary(result: DemoResult, out: TextIO) -> None:
         "dashboard on this data.",
         file=out,
     )
+
+
+def _print_health(result: DemoResult, out: TextIO) -> None:
+    """Per queue, what ``queuelens.analytics`` makes of the run: the numbers every surface
+    shows, and the health reasons behind each status."""
+    from queuelens.analytics import Analytics
+
+    storage = open_storage(result.storage_url)
+    try:
+        analytics = Analytics(storage)
+        window = analytics.window(since=result.started_at, until=result.ended_at)
+        summaries = analytics.queue_summaries(window, app=result.app)
+    finally:
+        storage.close()
+    print("\nqueue health (queuelens.analytics, the numbers every surface shows):", file=out)
+    for summary in summaries:
+        stats, health = summary.stats, summary.health
+        wait = stats.wait_ms.p95
+        line = (
+            f"  {summary.queue:<13}{health.status.value:<9}{health.score:>4}/100  "
+            f"{stats.throughput_per_min:8.0f} jobs/min  failure rate {stats.failure_rate:6.1%}  "
+            f"wait p95 {'-' if wait is None else f'{wait:.0f} ms'}"
+        )
+        print(line, file=out)
+        for reason in health.reasons:
+            print(f"      {reason.severity.value}: {reason.message}", file=out)
 
 
 def run_demo(
