@@ -79,6 +79,27 @@ def test_job_detail_finds_the_deploy_that_doubled_duration(tmp_path: Path) -> No
         storage.close()
 
 
+def test_job_detail_flags_a_slow_minute_against_minute_history(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'q.db'}")
+    try:
+        last = int(NOW // 60) * 60
+        minutes = list(range(last - 600 * 60, last + 60, 60))  # 10 h: minute buckets exist
+        spike = last - 20 * 60
+        write_minutes(storage, minutes, {m: (2.0 if m == spike else 0.2) for m in minutes}, 20)
+        analytics = Analytics(storage, clock=lambda: NOW)
+        detail = Insights(analytics).job_detail(
+            analytics.window("1h"), "billing", "emails", "send", step_s=60
+        )
+        assert detail.baselines["duration_p95"].n > 500  # minute history, not hourly points
+        flagged = [
+            a for a in detail.anomalies if a.metric == "duration_p95" and a.method != "change_point"
+        ]
+        assert [a.start for a in flagged] == [spike]
+        assert not [a for a in detail.anomalies if a.metric == "throughput"]
+    finally:
+        storage.close()
+
+
 def test_queue_detail_trends_forecast_drain_and_capacity(tmp_path: Path) -> None:
     storage = open_storage(f"sqlite:///{tmp_path / 'q.db'}")
     try:

@@ -28,8 +28,8 @@ from queuelens.analytics.query import Point
 from queuelens.analytics.state import GaugePoint
 from queuelens.analytics.summary import JobSummary, Stats
 from queuelens.analytics.trend import Trend, fit_trend
-from queuelens.analytics.window import Window, parse_step
-from queuelens.model import Resolution
+from queuelens.analytics.window import Window, parse_step, resolution_for_step
+from queuelens.model import bucket_start
 
 __all__ = [
     "METRICS",
@@ -228,14 +228,18 @@ class Insights:
         summaries = jobs.job_summaries(window, app, queue, job)
         points = jobs.timeseries(window, parse_step(step_s, window), app=app, queue=queue, job=job)
         step = points[0].step_s if points else 60
-        resolution = Resolution.hour if step >= 3600 else Resolution.minute
-        lookback = min(BASELINE_LOOKBACK_S, jobs.retention.for_resolution(resolution))
-        history_window = Window(max(0.0, window.start - lookback), window.start, "baseline")
-        history = (
-            jobs.timeseries(history_window, step, app=app, queue=queue, job=job)
-            if lookback > step
-            else []
-        )
+        resolution = resolution_for_step(step)
+        # The history must lie where buckets of this step still exist, or the step would be
+        # raised to a coarser resolution than the window's.
+        kept_since = jobs.clock() - jobs.retention.for_resolution(resolution) + step
+        history_start = bucket_start(max(kept_since, window.start - BASELINE_LOOKBACK_S), step)
+        history: list[Point] = []
+        if history_start + step <= window.start:
+            history_window = Window(float(history_start), window.start, "baseline")
+            history = jobs.timeseries(history_window, step, app=app, queue=queue, job=job)
+            # steps before the job first ran are not zero throughput: it did not exist yet
+            first = next((i for i, p in enumerate(history) if p.stats.processed), len(history))
+            history = history[first:]
         scope = {"app": app, "queue": queue, "job": job}
         trends: dict[str, Trend] = {}
         baselines: dict[str, Baseline] = {}
