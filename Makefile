@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# a real workload into SQLite (./queuelens-demo.db), then `queuelens serve` on it until Ctrl-C
+DEMO_PORT ?= 8000
 demo: $(STAMP)
-	@$(BIN)/queuelens demo
+	@$(BIN)/queuelens demo --host 127.0.0.1 --port $(DEMO_PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

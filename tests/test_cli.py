@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
 
-from queuelens.cli import main
+from queuelens import __version__
+from queuelens.cli import app, main
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -21,16 +23,59 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
     )
 
 
+COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+
+
 def test_help_lists_commands() -> None:
     result = run("--help")
     assert result.returncode == 0
-    for command in ("demo", "migrate", "prune", "settings"):
+    for command in ("demo", "migrate", "prune", "settings", "status", "top", "doctor"):
         assert command in result.stdout
+
+
+def test_every_command_is_there() -> None:
+    assert set(COMMANDS) == {
+        "status", "top", "queues", "jobs", "workers", "servers", "export", "serve", "demo",
+        "probe", "celery-events", "doctor", "migrate", "prune", "settings",
+    }  # fmt: skip
 
 
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
-    assert "commands" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Usage: queuelens" in out
+    assert "status" in out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_help_says_what_and_gives_an_example(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Examples" in out
+    assert f"queuelens {command}" in out.split("Examples", 1)[1]
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"queuelens {__version__}"
+
+
+def test_a_missing_config_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--config", str(tmp_path / "nope.toml"), "settings"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("queuelens: error: config file ")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_probe_error_is_one_line(tmp_path: Path) -> None:
+    result = run("probe", "--once", "--framework", "nope", "--broker", "redis://x", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("queuelens: error: unknown probe framework 'nope'")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_bad_setting_is_one_line_without_traceback(tmp_path: Path) -> None:
@@ -50,6 +95,18 @@ def test_settings_redacts_password(
     out = capsys.readouterr().out
     assert "hunter2" not in out
     assert "bob:***@db" in out
+
+
+def test_settings_hides_token_hashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entry = "viewer:sha256:" + "ab" * 32
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("QUEUELENS_API_TOKENS", entry)
+    assert main(["settings"]) == 0
+    out = capsys.readouterr().out
+    assert "ab" * 32 not in out
+    assert "api_tokens = ('viewer:***',)" in out
 
 
 def test_migrate_and_prune_sqlite(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from queuelens.config import Settings
 from queuelens.demo import JOBS, QUEUES, print_summary, run_demo, run_workload
 from queuelens.model import JobStatus
 
@@ -78,3 +79,27 @@ def test_summary_reports_a_mismatch(tmp_path: Path) -> None:
 def test_unknown_storage_is_exit_code_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_demo("nosuchdb://x", seconds=0.5, out=io.StringIO()) == 2
     assert "unknown scheme" in capsys.readouterr().err
+
+
+def test_run_demo_serves_the_data_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The serve step hands the demo's storage to ``queuelens.api.serve`` after printing the
+    URL to open; no server is started here."""
+    import queuelens.api
+
+    calls: list[tuple[str, str, int]] = []
+
+    def serve(settings: Settings, *, host: str, port: int, toml_path: object) -> None:
+        calls.append((settings.storage_url, host, port))
+
+    monkeypatch.setattr(queuelens.api, "serve", serve, raising=False)
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    out = io.StringIO()
+
+    code = run_demo(url, seconds=0.5, out=out, serve_on=("127.0.0.1", 8123))
+
+    assert code == 0, out.getvalue()
+    assert calls == [(url, "127.0.0.1", 8123)]
+    text = out.getvalue()
+    assert text.index("stored == counted") < text.index("open http://127.0.0.1:8123/docs")

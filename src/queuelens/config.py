@@ -61,6 +61,15 @@ _EXAMPLES: dict[str, str] = {
     "max_queues_per_app": "1000",
     "buffer_max_buckets": "20000",
     "exception_message_max": "500",
+    "api_tokens": "viewer:sha256:<64 hex digits> (make one with: python -m queuelens.api.tokens "
+    "viewer)",
+    "metrics_public": "false",
+    "cors_origins": "https://ops.example.com",
+    "rate_limit_ip_per_min": "600 (0: no limit)",
+    "rate_limit_token_per_min": "1200 (0: no limit)",
+    "rate_limit_burst": "100",
+    "stream_interval_s": "5s",
+    "prune_interval_s": "1h",
 }
 # The name a user writes in queuelens.toml / the env var suffix, for fields stored with units.
 _ALIASES = {
@@ -71,7 +80,15 @@ _ALIASES = {
     "retention_day_s": "retention_day",
     "retention_workers_s": "retention_workers",
     "server_sample_interval_s": "server_sample_interval",
+    "stream_interval_s": "stream_interval",
+    "prune_interval_s": "prune_interval",
 }
+#: roles of API tokens, least privileged first; each role may do what the ones before it may
+TOKEN_ROLES = ("viewer", "operator", "admin")
+_TOKEN = re.compile(r"^(?P<role>[a-z]+):sha256:(?P<digest>[0-9a-fA-F]{64})$")
+_ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
+# Settings whose bad values are not echoed in error messages (they may be secrets).
+_SECRET = frozenset({"api_tokens"})
 
 
 class ConfigError(ValueError):
@@ -94,6 +111,37 @@ def parse_duration(value: object) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError("a positive duration")
     return seconds
+
+
+def _entries(value: object) -> object:
+    """A list from a comma-separated string (as environment variables give it)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def validate_api_tokens(entries: tuple[str, ...]) -> tuple[str, ...]:
+    """Check ``<role>:sha256:<hex>`` entries and return them with lower-case digests.
+
+    Messages name the entry by position, never by content: a pasted token is a secret.
+    """
+    seen: set[str] = set()
+    out = []
+    for n, entry in enumerate(entries, start=1):
+        match = _TOKEN.match(entry.strip())
+        if match is None:
+            raise ValueError(
+                f"entry {n} is not <role>:sha256:<64 hex digits>; put the digest of a token "
+                "here, never the token"
+            )
+        role, digest = match["role"], match["digest"].lower()
+        if role not in TOKEN_ROLES:
+            raise ValueError(f"entry {n} has role {role!r}; roles: {', '.join(TOKEN_ROLES)}")
+        if digest in seen:
+            raise ValueError(f"entry {n} repeats the digest of an earlier entry")
+        seen.add(digest)
+        out.append(f"{role}:sha256:{digest}")
+    return tuple(out)
 
 
 def validate_storage_url(url: str) -> str:
@@ -159,6 +207,24 @@ class Settings(BaseSettings):
     #: longest exception message kept, in characters
     exception_message_max: int = Field(500, ge=0, le=100_000)
 
+    # -- the server (queuelens serve, queuelens.api); see docs/security.md ------------------
+    #: API bearer tokens as ``<role>:sha256:<digest>``; none: anonymous, loopback only
+    api_tokens: tuple[str, ...] = ()
+    #: serve /metrics without a token (on purpose: it names queues and jobs)
+    metrics_public: bool = False
+    #: browser origins allowed to call the API (CORS); none by default
+    cors_origins: tuple[str, ...] = ()
+    #: sustained requests per minute from one client address (0: no limit)
+    rate_limit_ip_per_min: float = Field(600.0, ge=0)
+    #: sustained requests per minute with one token (0: no limit)
+    rate_limit_token_per_min: float = Field(1200.0, ge=0)
+    #: requests a client may send at once before the per-minute rates apply
+    rate_limit_burst: int = Field(100, ge=1, le=1_000_000)
+    #: how often the live stream sends a new overview
+    stream_interval_s: float = Field(5.0, alias="stream_interval")
+    #: how often ``queuelens serve`` deletes data past its retention
+    prune_interval_s: float = Field(3600.0, alias="prune_interval")
+
     @field_validator(
         "flush_interval_s",
         "heartbeat_interval_s",
@@ -167,6 +233,8 @@ class Settings(BaseSettings):
         "retention_day_s",
         "retention_workers_s",
         "server_sample_interval_s",
+        "stream_interval_s",
+        "prune_interval_s",
         mode="before",
     )
     @classmethod
@@ -184,6 +252,26 @@ class Settings(BaseSettings):
     @classmethod
     def _storage_url(cls, value: str) -> str:
         return validate_storage_url(value)
+
+    @field_validator("api_tokens", "cors_origins", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return _entries(value)
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _tokens(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return validate_api_tokens(value)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin (scheme://host[:port], no path or slash)"
+                )
+        return value
 
     @property
     def retention(self) -> Retention:
@@ -341,5 +429,7 @@ def _friendly(
         from queuelens.storage import redact_url
 
         value = redact_url(value)
+    if field in _SECRET:
+        value = "<not shown>"
     example = _EXAMPLES.get(field, "see docs/configuration.md")
     return ConfigError(f"{where} {value!r} is invalid ({reason}); expected e.g. {example}")

@@ -1,8 +1,9 @@
-"""``make demo``: a real workload in this process, recorded into SQLite and read back.
+"""``make demo``: a real workload in this process, recorded into SQLite, read back, served.
 
     from queuelens.demo import run_demo
     run_demo()                                    # ~8 s; writes ./queuelens-demo.db
     run_demo("sqlite:////tmp/demo.db", seconds=2)  # 0 when stored counts equal counted ones
+    run_demo(serve_on=("127.0.0.1", 8000))        # then `queuelens serve` on it until Ctrl-C
 
 Nothing is simulated: worker threads pull jobs from in-process :class:`queue.Queue` objects
 and run real functions (hashing, lognormal sleeps, allocations, exceptions at known rates).
@@ -35,7 +36,7 @@ from queuelens.model import Aggregate, JobOutcome, JobStatus, Resolution, bucket
 from queuelens.recorder import Recorder, RecorderStats
 from queuelens.storage import StorageError, open_storage
 
-__all__ = ["DemoResult", "run_demo", "run_workload"]
+__all__ = ["DemoResult", "run_demo", "run_workload", "serve_demo"]
 
 DEFAULT_DB = "queuelens-demo.db"
 #: (queue, job) -> count per status
@@ -379,8 +380,8 @@ def print_summary(result: DemoResult, out: TextIO) -> None:
         file=out,
     )
     print(
-        f"\ndata: {result.storage_url} (app {result.app!r}). `make demo` will grow into a live "
-        "dashboard on this data.",
+        f"\ndata: {result.storage_url} (app {result.app!r}); `make demo` serves it, as does "
+        f"`queuelens serve --storage {result.storage_url}`.",
         file=out,
     )
 
@@ -412,16 +413,54 @@ def _print_health(result: DemoResult, out: TextIO) -> None:
 
 
 def run_demo(
-    storage_url: str | None = None, *, seconds: float = 8.0, out: TextIO = sys.stdout
+    storage_url: str | None = None,
+    *,
+    seconds: float = 8.0,
+    out: TextIO = sys.stdout,
+    serve_on: tuple[str, int] | None = None,
+    toml_path: str | Path | None = None,
 ) -> int:
-    """Run the demo and print its summary; exit code 0, 1 if storage disagrees, 2 on error."""
+    """Run the demo and print its summary; exit code 0, 1 if storage disagrees, 2 on error.
+
+    With ``serve_on=(host, port)``, then serve the data (:func:`serve_demo`) until Ctrl-C.
+    """
     try:
         result = run_workload(storage_url, seconds=seconds, out=out)
     except StorageError as exc:
         print(f"queuelens demo: error: {exc}", file=sys.stderr)
         return 2
     print_summary(result, out)
+    if serve_on is not None:
+        serve_demo(result.storage_url, *serve_on, out=out, toml_path=toml_path)
     return 0 if result.matches else 1
+
+
+def serve_demo(
+    storage_url: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    out: TextIO = sys.stdout,
+    toml_path: str | Path | None = None,
+) -> None:
+    """Print the URL to open, then run ``queuelens serve`` on ``storage_url`` until Ctrl-C."""
+    from queuelens.cli.serve import load_api_serve
+    from queuelens.config import load_settings
+
+    serve = load_api_serve()  # before printing a URL that would never answer
+    settings = load_settings(toml_path, None, storage_url=storage_url)
+    base = f"http://{host}:{port}"
+    print(
+        f"\nqueuelens serve: open {base}/docs to explore the API on this data "
+        f"(overview: {base}/api/v1/overview?window=1h, metrics: {base}/metrics); "
+        "Ctrl-C to stop",
+        file=out,
+        flush=True,
+    )
+    try:
+        serve(settings, host=host, port=port, toml_path=toml_path)
+    except KeyboardInterrupt:  # Ctrl-C is how the demo ends
+        return
 
 
 if __name__ == "__main__":
