@@ -69,6 +69,9 @@ _EXAMPLES: dict[str, str] = {
     "rate_limit_token_per_min": "1200 (0: no limit)",
     "rate_limit_burst": "100",
     "stream_interval_s": "5s",
+    "metrics_buckets": "[0.01, 0.1, 1, 10, 60] (seconds, increasing)",
+    "metrics_wait_buckets": "[0.1, 1, 10, 60, 600] (seconds, increasing)",
+    "metrics_max_series": "2000",
     "prune_interval_s": "1h",
 }
 # The name a user writes in queuelens.toml / the env var suffix, for fields stored with units.
@@ -224,6 +227,12 @@ class Settings(BaseSettings):
     stream_interval_s: float = Field(5.0, alias="stream_interval")
     #: how often ``queuelens serve`` deletes data past its retention
     prune_interval_s: float = Field(3600.0, alias="prune_interval")
+    #: upper bounds in seconds of the /metrics duration histogram (empty: the defaults)
+    metrics_buckets: tuple[float, ...] = ()
+    #: upper bounds in seconds of the /metrics wait histogram (empty: as metrics_buckets)
+    metrics_wait_buckets: tuple[float, ...] = ()
+    #: job series /metrics exports one by one; the least busy beyond go to job="__other__"
+    metrics_max_series: int = Field(2000, ge=0, le=1_000_000)
 
     @field_validator(
         "flush_interval_s",
@@ -253,7 +262,18 @@ class Settings(BaseSettings):
     def _storage_url(cls, value: str) -> str:
         return validate_storage_url(value)
 
-    @field_validator("api_tokens", "cors_origins", mode="before")
+    @field_validator("metrics_buckets", "metrics_wait_buckets")
+    @classmethod
+    def _buckets(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value:
+            return value
+        from queuelens.exposition._histogram import check_buckets
+
+        return check_buckets(value)
+
+    @field_validator(
+        "api_tokens", "cors_origins", "metrics_buckets", "metrics_wait_buckets", mode="before"
+    )
     @classmethod
     def _split(cls, value: object) -> object:
         return _entries(value)

@@ -84,6 +84,17 @@ def test_metrics_needs_a_token_unless_public(storage: Storage, tmp_path: Path) -
     assert "security" not in public.get("/openapi.json").json()["paths"]["/metrics"]["get"]
 
 
+def test_metrics_use_the_configured_buckets(storage: Storage, tmp_path: Path) -> None:
+    client = Client(secured(storage, tmp_path, metrics_public=True, metrics_buckets=[0.125, 3]))
+    text = client.get("/metrics").text
+    bounds = {
+        line.split('le="', 1)[1].split('"', 1)[0]
+        for line in text.splitlines()
+        if line.startswith("queuelens_job_duration_seconds_bucket")
+    }
+    assert bounds == {"0.125", "3.0", "+Inf"}
+
+
 def test_health_and_the_openapi_document_need_no_token(client: Client) -> None:
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").json()["storage_reachable"] is True

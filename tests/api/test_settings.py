@@ -99,3 +99,22 @@ def test_bad_values_give_one_clear_line(
 
 def test_roles_of_the_settings_are_the_roles_of_the_api() -> None:
     assert tuple(Role) == TOKEN_ROLES
+
+
+def test_metrics_histogram_and_cardinality_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(env={})
+    assert (settings.metrics_buckets, settings.metrics_max_series) == ((), 2000)
+    path = tmp_path / "queuelens.toml"
+    path.write_text("metrics_buckets = [0.1, 1, 10]\nmetrics_max_series = 50\n")
+    settings = load_settings(path, env={"QUEUELENS_METRICS_WAIT_BUCKETS": "1,60"})
+    assert settings.metrics_buckets == (0.1, 1.0, 10.0)
+    assert settings.metrics_wait_buckets == (1.0, 60.0)
+    assert settings.metrics_max_series == 50
+    for bad, reason in (("1,0.5", "must increase"), ("0,1", "above 1e-09"), ("x", "number")):
+        with pytest.raises(ConfigError, match=f"QUEUELENS_METRICS_BUCKETS .*{reason}"):
+            load_settings(env={"QUEUELENS_METRICS_BUCKETS": bad})
+    with pytest.raises(ConfigError, match="QUEUELENS_METRICS_MAX_SERIES '-1' is invalid"):
+        load_settings(env={"QUEUELENS_METRICS_MAX_SERIES": "-1"})

@@ -6,7 +6,7 @@ same analytics as the API; it needs a viewer token unless ``metrics_public`` is 
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException
 from fastapi.responses import Response
@@ -45,5 +45,11 @@ def metrics(
             f"the Prometheus exposition is not available ({exc}); "
             "install it with: pip install 'queuelens[server]'",
         ) from None
-    body, content_type = render_metrics(state.analytics, accept or "")
+    settings = state.settings
+    options: dict[str, Any] = {"max_series": settings.metrics_max_series}
+    if settings.metrics_buckets:
+        options["buckets"] = settings.metrics_buckets
+    if settings.metrics_wait_buckets:
+        options["wait_buckets"] = settings.metrics_wait_buckets
+    body, content_type = render_metrics(state.analytics, accept or "", **options)
     return Response(content=body, media_type=content_type)
