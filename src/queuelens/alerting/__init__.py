@@ -1,0 +1,1 @@
+"""Alerting: rules over queuelens analytics, their evaluation and notification channels."""
