@@ -19,13 +19,32 @@ import re
 import string
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from queuelens.config import ConfigError, _read_toml, _toml_path, parse_duration
+from queuelens.alerting.rule_model import (
+    DEFAULT_RULES,
+    DEFAULT_RULES_TOML,
+    KIND_FIELDS,
+    KIND_METRICS,
+    LABEL_RE,
+    METRICS,
+    NAME_RE,
+    OPS,
+    PER_LEVEL,
+    PLACEHOLDERS,
+    SCOPE_KEYS,
+    MetricInfo,
+    MetricLevel,
+    Rule,
+    RuleError,
+    RuleKind,
+    Scope,
+    Severity,
+    matches,
+    metric_names,
+)
+from queuelens.config import _read_toml, _toml_path, parse_duration
 
 __all__ = [
     "DEFAULT_RULES",
@@ -46,310 +65,6 @@ __all__ = [
     "parse_rule",
     "parse_rules",
 ]
-
-
-class RuleError(ConfigError):
-    """A rule is invalid; ``str(error)`` names the rule, the field and what is accepted."""
-
-
-class RuleKind(StrEnum):
-    #: a metric compared with a threshold
-    threshold = "threshold"
-    #: depth will exceed N within a horizon, or the backlog takes longer than T to drain
-    trend = "trend"
-    #: an anomaly score (robust z-score against the baseline) above k
-    anomaly = "anomaly"
-    #: something that should happen does not: worker heartbeats, jobs processed
-    absence = "absence"
-    #: jobs of a queue wait too long (p95 wait or the oldest pending job)
-    long_wait = "long_wait"
-
-
-class Severity(StrEnum):
-    #: someone should look during working hours
-    warning = "warning"
-    #: someone should look now
-    critical = "critical"
-
-
-class MetricLevel(StrEnum):
-    #: per job series, added up per queue or app as the rule's ``per`` says
-    job = "job"
-    #: per queue, from the newest probe sample
-    queue = "queue"
-    #: per app, over its workers
-    fleet = "fleet"
-    #: per host (and per disk)
-    server = "server"
-
-
-@dataclass(frozen=True, slots=True)
-class MetricInfo:
-    """One metric a threshold rule can watch and the analytics field it reads."""
-
-    name: str
-    level: MetricLevel
-    #: ``ratio`` (0..1), ``percent`` (0..100), ``seconds``, ``jobs``, ``workers`` or ``per_min``
-    unit: str
-    #: where the value comes from in ``queuelens.analytics``
-    source: str
-    #: True when the value is computed over the rule's ``window``
-    windowed: bool = False
-
-
-METRICS: dict[str, MetricInfo] = {
-    m.name: m
-    for m in (
-        MetricInfo("failure_rate", MetricLevel.job, "ratio", "Stats.failure_rate", True),
-        MetricInfo("retry_rate", MetricLevel.job, "ratio", "Stats.retry_rate", True),
-        MetricInfo("throughput", MetricLevel.job, "per_min", "Stats.throughput_per_min", True),
-        MetricInfo("wait_p95", MetricLevel.job, "seconds", "Stats.wait_ms.p95 / 1000", True),
-        MetricInfo(
-            "duration_p95", MetricLevel.job, "seconds", "Stats.duration_ms.p95 / 1000", True
-        ),
-        MetricInfo("depth", MetricLevel.queue, "jobs", "QueueDepth.pending"),
-        MetricInfo(
-            "oldest_pending_age", MetricLevel.queue, "seconds", "QueueDepth.oldest_pending_age_s"
-        ),
-        MetricInfo(
-            "busy_ratio", MetricLevel.fleet, "ratio", "WorkerView.busy_ratio, slot-weighted"
-        ),
-        MetricInfo(
-            "dead_workers",
-            MetricLevel.fleet,
-            "workers",
-            "WorkerView.state == dead, last heartbeat within the window",
-            True,
-        ),
-        MetricInfo("server_cpu", MetricLevel.server, "percent", "ServerView.cpu_percent"),
-        MetricInfo("server_memory", MetricLevel.server, "percent", "ServerView.memory_percent"),
-        MetricInfo("server_disk", MetricLevel.server, "percent", "DiskView.percent, per disk"),
-    )
-}
-
-#: the metrics each kind accepts (threshold: every one in METRICS)
-KIND_METRICS: dict[RuleKind, tuple[str, ...]] = {
-    RuleKind.threshold: tuple(METRICS),
-    RuleKind.trend: ("depth", "time_to_drain"),
-    RuleKind.anomaly: ("throughput", "failure_rate", "duration_p95", "wait_p95"),
-    RuleKind.absence: ("heartbeat", "processed"),
-    RuleKind.long_wait: ("wait",),
-}
-OPS = (">", ">=", "<", "<=")
-#: placeholders of summary and description templates
-PLACEHOLDERS = ("rule", "severity", "metric", "app", "queue", "job", "host", "mount", "value",
-                "threshold")  # fmt: skip
-_SCOPE_KEYS = {
-    MetricLevel.job: ("app", "queue", "job"),
-    MetricLevel.queue: ("app", "queue"),
-    MetricLevel.fleet: ("app",),
-    MetricLevel.server: ("host",),
-}
-_PER = {
-    MetricLevel.job: ("queue", "app", "job"),
-    MetricLevel.queue: ("queue", "app"),
-    MetricLevel.fleet: ("app",),
-    MetricLevel.server: ("host",),
-}
-_COMMON = ("name", "kind", "severity", "enabled", "for", "scope", "labels", "annotations")
-_FIELDS: dict[RuleKind, tuple[str, ...]] = {
-    RuleKind.threshold: (*_COMMON, "metric", "op", "threshold", "window", "per", "min_jobs"),
-    RuleKind.trend: (*_COMMON, "metric", "threshold", "horizon", "window"),
-    RuleKind.anomaly: (*_COMMON, "metric", "threshold", "window", "per"),
-    RuleKind.absence: (*_COMMON, "metric", "window", "while_waiting"),
-    RuleKind.long_wait: (*_COMMON, "metric", "threshold", "window"),
-}
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """Globs (``fnmatch``, case-sensitive) a series must match; a tuple matches if any does.
-
-    Scope(queue=("emails.*",)).matches("billing", "emails.high", "send")   # True
-    """
-
-    app: tuple[str, ...] = ("*",)
-    queue: tuple[str, ...] = ("*",)
-    job: tuple[str, ...] = ("*",)
-    host: tuple[str, ...] = ("*",)
-
-    def matches(
-        self,
-        app: str | None = None,
-        queue: str | None = None,
-        job: str | None = None,
-        host: str | None = None,
-    ) -> bool:
-        """True when every name given matches its globs; a name not given is not checked."""
-        for name, globs in ((app, self.app), (queue, self.queue), (job, self.job),
-                            (host, self.host)):  # fmt: skip
-            if name is not None and not any(fnmatchcase(name, glob) for glob in globs):
-                return False
-        return True
-
-
-def matches(
-    rule_scope: Scope,
-    app: str | None = None,
-    queue: str | None = None,
-    job: str | None = None,
-    host: str | None = None,
-) -> bool:
-    """Whether a series (app, queue, job) or a host falls in ``rule_scope``."""
-    return rule_scope.matches(app, queue, job, host)
-
-
-def metric_names(kind: RuleKind | str = RuleKind.threshold) -> tuple[str, ...]:
-    """The metric names a rule of ``kind`` accepts."""
-    return KIND_METRICS[RuleKind(kind)]
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """One alert rule, validated; durations in seconds.
-
-    rule = Rule("slow_emails", RuleKind.threshold, "wait_p95", threshold=60.0, for_s=300.0,
-                scope=Scope(queue=("emails.*",)))
-    """
-
-    name: str
-    kind: RuleKind
-    metric: str
-    #: how the value compares with ``threshold`` to fire (trend, anomaly, long_wait: ``>``)
-    op: str = ">"
-    #: in the metric's unit: ratio 0..1, percent 0..100, seconds, jobs or an anomaly score
-    threshold: float = 0.0
-    #: how long the condition must hold before the alert fires (0: at once)
-    for_s: float = 0.0
-    #: the history the value is computed over (rates, percentiles, trend fits, absence)
-    window_s: float | None = None
-    #: trend of depth: how far ahead the forecast looks
-    horizon_s: float | None = None
-    #: the series one alert is about: ``queue``, ``app``, ``job`` or ``host``
-    per: str = "queue"
-    #: rates are judged only over at least this many jobs
-    min_jobs: int = 0
-    #: absence of heartbeats: only while jobs wait in the queue
-    while_waiting: bool = False
-    scope: Scope = field(default_factory=Scope)
-    labels: dict[str, str] = field(default_factory=dict)
-    #: ``summary`` and ``description`` templates with ``{queue}``, ``{value}``, ...
-    annotations: dict[str, str] = field(default_factory=dict)
-    severity: Severity = Severity.warning
-    enabled: bool = True
-
-    @property
-    def info(self) -> MetricInfo | None:
-        """The catalogue entry of a threshold rule's metric (None for other kinds)."""
-        return METRICS.get(self.metric) if self.kind is RuleKind.threshold else None
-
-    def crosses(self, value: float) -> bool:
-        """Whether ``value`` is on the firing side of the threshold."""
-        if self.op == ">":
-            return value > self.threshold
-        if self.op == ">=":
-            return value >= self.threshold
-        if self.op == "<":
-            return value < self.threshold
-        return value <= self.threshold
-
-
-#: the rules that ship enabled (TOML, as users write theirs); a user rule of the same name
-#: overrides or disables one
-DEFAULT_RULES_TOML = """
-[[rules]]
-name = "failure_rate_warning"
-kind = "threshold"
-metric = "failure_rate"
-op = ">"
-threshold = 0.10
-window = "5m"
-for = "5m"
-min_jobs = 20
-severity = "warning"
-annotations.summary = "Queue {queue} ({app}) fails {value} of its jobs"
-annotations.description = "Over {threshold} of the jobs of {queue} failed over the last 5 minutes."
-
-[[rules]]
-name = "failure_rate_critical"
-kind = "threshold"
-metric = "failure_rate"
-op = ">"
-threshold = 0.25
-window = "5m"
-for = "5m"
-min_jobs = 20
-severity = "critical"
-annotations.summary = "Queue {queue} ({app}) fails {value} of its jobs"
-annotations.description = "Over {threshold} of the jobs of {queue} failed over the last 5 minutes."
-
-[[rules]]
-name = "oldest_pending_age"
-kind = "threshold"
-metric = "oldest_pending_age"
-op = ">"
-threshold = "10m"
-for = "1m"
-severity = "warning"
-annotations.summary = "The oldest job in {queue} ({app}) has waited {value}"
-annotations.description = "A job in {queue} has been pending for more than {threshold}."
-
-[[rules]]
-name = "long_wait"
-kind = "long_wait"
-threshold = "5m"
-window = "5m"
-for = "5m"
-severity = "warning"
-annotations.summary = "Jobs of {queue} ({app}) wait {value}"
-annotations.description = "The p95 wait of {queue}, or its oldest pending job, is past {threshold}."
-
-[[rules]]
-name = "no_live_worker"
-kind = "absence"
-metric = "heartbeat"
-while_waiting = true
-for = "2m"
-severity = "critical"
-annotations.summary = "No live worker serves {queue} ({app}) while jobs wait"
-annotations.description = "Jobs are pending in {queue} and no worker of it sends heartbeats."
-
-[[rules]]
-name = "queue_stalled"
-kind = "absence"
-metric = "processed"
-window = "15m"
-severity = "critical"
-annotations.summary = "No job of {queue} ({app}) ended in 15m while jobs wait"
-annotations.description = "Jobs are pending in {queue} but none ended in 15m: workers stuck?"
-
-[[rules]]
-name = "dead_workers"
-kind = "threshold"
-metric = "dead_workers"
-op = ">"
-threshold = 0
-window = "1h"
-severity = "warning"
-annotations.summary = "{value} workers of {app} died"
-annotations.description = "Workers stopped heartbeating without shutting down in the last hour."
-
-[[rules]]
-name = "server_disk_full"
-kind = "threshold"
-metric = "server_disk"
-op = ">"
-threshold = 90
-for = "5m"
-severity = "warning"
-annotations.summary = "Disk {mount} of {host} is {value} full"
-annotations.description = "Disk {mount} of {host} is more than {threshold} full."
-"""
-DEFAULT_RULES: tuple[dict[str, Any], ...] = tuple(tomllib.loads(DEFAULT_RULES_TOML)["rules"])
-
-# -- parsing -----------------------------------------------------------------------------
 
 
 class _Where:
@@ -503,7 +218,7 @@ def parse_rule(raw: Mapping[str, Any], where: _Where) -> Rule:
     if "name" not in raw:
         raise where.error('name is missing; every rule needs one, e.g. name = "slow_emails"')
     name = raw["name"]
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not NAME_RE.match(name):
         raise where.error(
             f"name {name!r} is invalid; use letters, digits and _, not starting with a digit"
         )
@@ -511,10 +226,10 @@ def parse_rule(raw: Mapping[str, Any], where: _Where) -> Rule:
         raise where.error(f"kind is missing; accepted: {', '.join(RuleKind)}")
     kind = RuleKind(_choice(where, "kind", raw["kind"], list(RuleKind), "is unknown"))
     for key in raw:
-        if key not in _FIELDS[kind]:
+        if key not in KIND_FIELDS[kind]:
             raise where.error(
                 f"unknown field {key!r} for kind {kind.value!r}; accepted: "
-                + ", ".join(_FIELDS[kind])
+                + ", ".join(KIND_FIELDS[kind])
             )
     metric_default = "wait" if kind is RuleKind.long_wait else None
     metric = raw.get("metric", metric_default)
@@ -534,7 +249,7 @@ def parse_rule(raw: Mapping[str, Any], where: _Where) -> Rule:
         raise where.error(f"enabled {enabled!r} must be true or false")
     values["enabled"] = enabled
     values["for_s"] = _duration(where, "for", raw.get("for", 0), "5m", zero=True)
-    values["labels"] = _strings(where, "labels", raw.get("labels", {}), _LABEL)
+    values["labels"] = _strings(where, "labels", raw.get("labels", {}), LABEL_RE)
     reserved = {"severity", "alertname"} & set(values["labels"])
     if reserved:
         raise where.error(f"labels.{min(reserved)} is set by queuelens; remove it")
@@ -558,7 +273,7 @@ def _level(kind: RuleKind, metric: str) -> MetricLevel:
 def _scope(where: _Where, raw: object, level: MetricLevel, metric: str) -> Scope:
     if not isinstance(raw, dict):
         raise where.error('scope must be a table of globs, e.g. scope = { queue = "emails.*" }')
-    accepted = _SCOPE_KEYS[level]
+    accepted = SCOPE_KEYS[level]
     globs: dict[str, tuple[str, ...]] = {}
     for key, value in raw.items():
         if key not in accepted:
@@ -627,16 +342,16 @@ def _kind_fields(
     else:
         out["threshold"] = _number(where, "threshold", raw.get("threshold", 300), "seconds")
         out.setdefault("window_s", 300.0)
-    if "per" in _FIELDS[kind]:
+    if "per" in KIND_FIELDS[kind]:
         out["per"] = _choice(
             where,
             "per",
-            raw.get("per", _PER[level][0]),
-            _PER[level],
+            raw.get("per", PER_LEVEL[level][0]),
+            PER_LEVEL[level],
             f"is invalid for metric {metric!r}",
         )
     else:
-        out["per"] = _PER[level][0]
+        out["per"] = PER_LEVEL[level][0]
     return out
 
 
