@@ -36,7 +36,7 @@ def test_help_lists_commands() -> None:
 def test_every_command_is_there() -> None:
     assert set(COMMANDS) == {
         "status", "top", "queues", "jobs", "workers", "servers", "export", "serve", "demo",
-        "probe", "celery-events", "doctor", "migrate", "prune", "settings",
+        "probe", "celery-events", "doctor", "migrate", "prune", "settings", "alerts",
     }  # fmt: skip
 
 

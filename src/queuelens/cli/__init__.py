@@ -7,6 +7,7 @@
     queuelens doctor                 # settings, storage, schema, integrations, clock skew
     queuelens serve                  # the REST API and /metrics on 127.0.0.1:8000
     queuelens demo                   # a real workload into SQLite, then serve it
+    queuelens alerts rules           # alert rules in force; export-prometheus; test <receiver>
 
 Each command group is a module here (``read``, ``export``, ``serve``, ``collect``,
 ``doctor``, ``admin``), registered below in the order ``--help`` lists them. A bad setting,
@@ -22,7 +23,7 @@ from collections.abc import Callable, Sequence
 import typer
 
 from queuelens.analytics.window import WindowError
-from queuelens.cli import admin, collect, doctor, export, read, serve
+from queuelens.cli import admin, alerts, collect, doctor, export, read, serve
 from queuelens.cli._app import app
 from queuelens.config import ConfigError
 from queuelens.probes import ProbeError
@@ -58,6 +59,7 @@ _COMMANDS: dict[str, list[tuple[str, Callable[..., None]]]] = {
 for _panel, _commands in _COMMANDS.items():
     for _name, _function in _commands:
         app.command(_name, rich_help_panel=_panel)(_function)
+app.add_typer(alerts.alerts, rich_help_panel="Operating")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
