@@ -77,21 +77,23 @@ def seed(storage: Storage) -> None:
         aggregates[(SeriesKey(app, queue, job), bucket_start(AT, 60))] = aggregate
     frameworks = {(app, queue): "rq" for app, queue, _ in WORKLOAD}
     storage.write(FlushBatch("seed", 1, AT, aggregates, frameworks))
+    now = time.time()
+    # The newest samples are taken now, not at import: a long test run must not make them
+    # stale (health would then add a depth_sample_stale reason).
     storage.write_gauges(
         [
             GaugeSample(
-                "queue", "billing", "emails", {"pending": 12.0, "oldest_pending_age_s": 30.0}, AT
+                "queue", "billing", "emails", {"pending": 12.0, "oldest_pending_age_s": 30.0}, now
             ),
             GaugeSample(
                 "server",
                 "billing",
                 "h1",
                 {"cpu_percent": 97.0, "cpu_count": 2.0, "load_1": 0.5, "memory_percent": 40.0},
-                AT,
+                now,
             ),
         ]
     )
-    now = time.time()
     storage.heartbeat(heartbeat("w1", now, busy=1, interval_s=300.0))
     storage.heartbeat(heartbeat("w2", now - 600, busy=0, interval_s=5.0))
 

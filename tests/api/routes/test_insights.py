@@ -52,7 +52,7 @@ def test_timeseries_of_queue_depth(client: Client) -> None:
         "/api/v1/timeseries", params={"metric": "depth", "queue": "emails", "app": "billing"}
     ).json()
     assert body["unit"] == "jobs"
-    assert {p["at"]: p["value"] for p in body["points"]}[MINUTE] == 12.0
+    assert [p["value"] for p in body["points"] if p["value"] is not None] == [12.0]
     needs_queue = client.get("/api/v1/timeseries", params={"metric": "depth"})
     assert needs_queue.status_code == 422
     assert needs_queue.json()["message"] == (
