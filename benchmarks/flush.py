@@ -10,11 +10,16 @@ For each driver:
     waits, CPU, memory, 5% failures with an exception -- through ``Recorder.record()``, then
     flushes once; jobs/s = jobs / (record time + flush time). The stored total is read back
     and must equal the jobs recorded.
-(b) **one flush of 1,000 series**: each of ``--flushes`` rounds records a few outcomes into
+(b) **one flush of 1,000 series**: each of ``--flushes`` rounds records 5 outcomes into
     each of 1,000 series and times ``Recorder.flush()`` alone (a fresh batch each time,
-    minute + hour + day buckets, so 3,000 buckets per batch); one untimed flush warms up first
-    (schema, prepared statements, Lua scripts). For Redis every socket send is counted: one
-    send, one reply = one round trip.
+    minute + hour + day buckets, so 3,000 buckets per batch). Each round's outcomes finish
+    ``--interval-s`` (1 s, the recorder's default flush interval) after the previous
+    round's, as in production, so minutes roll over as they would. Untimed flushes warm up
+    first (schema, prepared statements, Lua scripts): one, or for Redis ``compact_every``
+    of them, so that the timed flushes find the series' logs in their steady state (each
+    flush folds the logs of ``1 / compact_every`` of the series into their buckets; see
+    ``docs/storage.md``). For Redis every socket send is counted: one send, one reply = one
+    round trip.
 
 Servers are the local ones on their standard ports (PostgreSQL 5432 as ``postgres``, MariaDB
 3306 as ``root``, Redis 6379). SQL benchmarks run in a temporary database created and dropped
@@ -74,8 +79,11 @@ class Result:
 # -- workload --------------------------------------------------------------------------------
 
 
-def outcomes_for(series: list[tuple[str, str]], n: int, seed: int) -> list[JobOutcome]:
-    """``n`` realistic outcomes spread over ``series``; the recorder stamps the time."""
+def outcomes_for(
+    series: list[tuple[str, str]], n: int, seed: int, finished_at: float | None = None
+) -> list[JobOutcome]:
+    """``n`` realistic outcomes spread over ``series``, finished at ``finished_at`` (by
+    default the recorder stamps the time)."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
@@ -94,6 +102,7 @@ def outcomes_for(series: list[tuple[str, str]], n: int, seed: int) -> list[JobOu
                 memory_delta_mb=rng.random() * 2.0,
                 exception_type="TimeoutError" if failed else None,
                 exception_message="upstream did not answer in 30 s" if failed else None,
+                finished_at=finished_at,
             )
         )
     return out
@@ -160,18 +169,25 @@ def end_to_end(storage: Storage, jobs: int, n_series: int) -> tuple[float, float
 
 
 def flush_1000(
-    storage: Storage, n_series: int, rounds: int, count_sends: bool
+    storage: Storage, n_series: int, rounds: int, count_sends: bool, interval_s: float
 ) -> tuple[list[float], list[int] | None, int]:
     """Milliseconds of each timed flush of ``n_series`` series, Redis sends per flush, and
     the number of Redis connections (nodes) the timed flushes sent to."""
     names = series_names(n_series)
+    # a Redis storage folds each series' log on one flush in compact_every: warm up until
+    # the logs are as long as they will stay
+    warmup = max(1, int(getattr(storage, "compact_every", 1)))
+    start = time.time()
     recorder = Recorder(storage, app=f"bench-flush-{uuid.uuid4().hex[:8]}", flush_interval_s=3600)
     counter = SendCounter()
     times_ms: list[float] = []
     sends: list[int] = []
     try:
-        for round_no in range(rounds + 1):  # round 0 warms up and is not reported
-            for outcome in outcomes_for(names, 5 * n_series, seed=round_no):
+        for round_no in range(warmup + rounds):
+            finished_at = start + round_no * interval_s
+            for outcome in outcomes_for(
+                names, 5 * n_series, seed=round_no, finished_at=finished_at
+            ):
                 recorder.record(outcome)
             with counter.installed() if count_sends else contextlib.nullcontext():
                 before = counter.sends
@@ -181,7 +197,7 @@ def flush_1000(
                 elapsed_ms = (time.perf_counter() - t0) * 1000
             if not done:
                 raise RuntimeError(f"flush failed: {recorder.stats().last_error}")
-            if round_no:
+            if round_no >= warmup:
                 times_ms.append(elapsed_ms)
                 sends.append(counter.sends - before)
     finally:
@@ -275,7 +291,11 @@ def run_driver(driver: str, args: argparse.Namespace) -> Result:
         try:
             record_s, flush_s, stored = end_to_end(storage, args.jobs, args.series)
             flush_ms, trips, nodes = flush_1000(
-                storage, args.flush_series, args.flushes, count_sends=driver.startswith("redis")
+                storage,
+                args.flush_series,
+                args.flushes,
+                count_sends=driver.startswith("redis"),
+                interval_s=args.interval_s,
             )
         finally:
             storage.close()
@@ -338,6 +358,12 @@ def main(argv: list[str] | None = None) -> int:
         "--flush-series", type=int, default=1000, help="(b) series per flush (1000)"
     )
     parser.add_argument("--flushes", type=int, default=7, help="(b) timed flushes (7)")
+    parser.add_argument(
+        "--interval-s",
+        type=float,
+        default=1.0,
+        help="(b) simulated time between flushes, for the outcomes' finish times (1.0)",
+    )
     args = parser.parse_args(argv)
     drivers = [d.strip() for d in args.drivers.split(",") if d.strip()]
     if unknown := set(drivers) - set(DRIVERS):

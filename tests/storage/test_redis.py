@@ -37,6 +37,7 @@ from queuelens.model import (
 )
 from queuelens.sketch import Sketch
 from queuelens.storage import StorageError, StorageUnavailable, open_storage
+from queuelens.storage._redis_scripts import Script
 from queuelens.storage.base import Retention
 from queuelens.storage.redis import RedisStorage
 
@@ -65,6 +66,14 @@ def storage(url: str) -> Iterator[RedisStorage]:
 @pytest.fixture
 def raw(url: str) -> Iterator[redis.Redis | RedisCluster]:
     """A plain redis-py client on the same server, to inspect what the driver wrote."""
+    client = raw_client(url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def raw_client(url: str) -> redis.Redis | RedisCluster:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 6379
     client: redis.Redis | RedisCluster
@@ -72,10 +81,7 @@ def raw(url: str) -> Iterator[redis.Redis | RedisCluster]:
         client = RedisCluster(host=host, port=port, decode_responses=True)
     else:
         client = redis.Redis(host=host, port=port, db=0, decode_responses=True)
-    try:
-        yield client
-    finally:
-        client.close()
+    return client
 
 
 def untyped(client: object) -> Any:
@@ -337,9 +343,12 @@ def test_silent_writers_are_forgotten_when_new_ones_join(
 # -- keys: TTLs, slots, names ----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("folded", [True, False])
 def test_every_key_the_driver_writes_has_a_ttl(
-    storage: RedisStorage, raw: redis.Redis | RedisCluster, url: str
+    storage: RedisStorage, raw: redis.Redis | RedisCluster, url: str, folded: bool
 ) -> None:
+    """Folded into bucket hashes or still pending, each key expires when its bucket does."""
+    storage.compact_every = 1 if folded else 1_000_000
     series = SeriesKey("shop", "emails", "send")
     error = {"exception_type": "KeyError", "exception_message": "k"}
     storage.write(batch_of([(series, outcome(JobStatus.failed, MINUTE, 0.5, **error))],
@@ -348,7 +357,7 @@ def test_every_key_the_driver_writes_has_a_ttl(
     storage.heartbeat(beat())
     assert storage.acquire_lease("server:host-1", "pid-1", 60) is True
     keys = all_keys(raw, url)
-    assert len(keys) >= 20
+    assert len(keys) >= (20 if folded else 14)
     assert 0 < int(untyped(raw).pttl(storage.keys.lease("server:host-1"))) <= 60_000
     ttls = {key: int(untyped(raw).ttl(key)) for key in keys}
     assert {key: ttl for key, ttl in ttls.items() if ttl <= 0} == {}
@@ -356,15 +365,19 @@ def test_every_key_the_driver_writes_has_a_ttl(
     retention = Retention()
     for resolution in Resolution:
         start = bucket_start(MINUTE, resolution)
-        key = storage.keys.bucket(series, resolution, start)
         expected = start + int(resolution) + retention.for_resolution(resolution)
-        assert raw.expiretime(key) == expected
-        assert raw.expiretime(storage.keys.exceptions(series, resolution, start)) == expected
+        if folded:
+            assert raw.expiretime(storage.keys.bucket(series, resolution, start)) == expected
+            assert raw.expiretime(storage.keys.exceptions(series, resolution, start)) == expected
+    if not folded:  # the log lasts as long as the newest day bucket it has records for
+        day = bucket_start(MINUTE, Resolution.day)
+        assert raw.expiretime(storage.keys.log(series)) == day + 86400 + retention.day_s
 
 
 def test_keys_of_one_series_share_a_slot(
     storage: RedisStorage, raw: redis.Redis | RedisCluster, url: str
 ) -> None:
+    storage.compact_every = 1  # fold at once: every bucket key is there to look at
     series = SeriesKey("{app}", "a:b", "{job}")
     items = [(series, outcome(JobStatus.succeeded, MINUTE + 60 * i, 1.0)) for i in range(3)]
     storage.write(batch_of(items))
@@ -487,6 +500,73 @@ def test_flushed_script_cache_is_reloaded(redis_cluster_url: str) -> None:
         assert got[series][MINUTE].counts == {JobStatus.succeeded: 1, JobStatus.failed: 1}
     finally:
         storage.close()
+
+
+def test_unknown_scripts_are_loaded_and_resent_alone(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NOSCRIPT reply (Redis restarted, its cache flushed) loads the script and resends
+    only what did not run, on the plain write path and the pipelined one alike."""
+    from queuelens.storage import _redis_client
+
+    fresh = Script("fresh", f"return {{'{uuid.uuid4().hex}', ARGV[1]}}")  # never loaded
+    monkeypatch.setitem(_redis_client._SCRIPT_BY_SHA, fresh.sha, fresh)
+    storage = RedisStorage(url)
+    key = f"{prefix_of(url)}:{{t}}:x"
+    try:
+        for plain in (True, False):
+            commands = [("INCR", key), ("EVALSHA", fresh.sha, 1, key, "a"), ("INCR", key)]
+            with storage._redis.translate("testing"):
+                replies = storage._redis.run(commands, plain=plain)
+            assert replies[0] + 1 == replies[2]  # each INCR ran once
+            assert replies[1][1] == "a"
+    finally:
+        storage.close()
+
+
+def test_a_cluster_write_sent_to_the_wrong_node_is_resent_where_it_belongs(
+    redis_cluster_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node answering MOVED (a slot migrating) sends those commands through redis-py's
+    cluster pipeline, which follows the cluster's changes."""
+    storage = RedisStorage(redis_cluster_url)
+    client: Any = storage._redis.client()
+    series = SeriesKey("a", "q", "moved")
+    misrouted = storage.keys.series_sequences(series)
+    wrong = next(n for n in client.get_primaries() if n != client.get_node_from_key(misrouted))
+    real, calls = client.get_node_from_key, []
+
+    def once_wrong(key: str, replica: bool = False) -> Any:
+        calls.append(key)
+        return wrong if key == misrouted and calls.count(key) == 1 else real(key, replica)
+
+    monkeypatch.setattr(client, "get_node_from_key", once_wrong)
+    try:
+        assert storage.write(batch_of([(series, outcome(JobStatus.succeeded, MINUTE, 1.0))]))
+        assert calls.count(misrouted) == 2  # sent wrong, then resent through the pipeline
+        got = storage.read_buckets([series], Resolution.minute, MINUTE, MINUTE + 60)
+        assert got[series][MINUTE].total == 1
+    finally:
+        storage.close()
+
+
+def test_a_dropped_connection_is_retried_once_on_a_new_one(redis_url: str) -> None:
+    """The plain write path (single Redis) rides over a pooled connection Redis has closed,
+    as redis-py's pipeline does."""
+    storage = RedisStorage(redis_url)
+    raw = raw_client(redis_url)
+    series = SeriesKey("a", "q", "dropped")
+    try:
+        assert storage.write(batch_of([(series, outcome(JobStatus.succeeded, MINUTE, 1.0))]))
+        pooled = untyped(storage._redis.client()).client_id()  # the one idle connection
+        assert untyped(raw).client_kill_filter(_id=pooled) == 1
+        assert storage.write(batch_of([(series, outcome(JobStatus.failed, MINUTE, 2.0))],
+                                      sequence=2))  # fmt: skip
+        got = storage.read_buckets([series], Resolution.minute, MINUTE, MINUTE + 60)
+        assert got[series][MINUTE].total == 2
+    finally:
+        storage.close()
+        raw.close()
 
 
 # -- processes -------------------------------------------------------------------------------
@@ -651,6 +731,7 @@ def test_prune_trims_indexes_and_removes_silent_workers(storage: RedisStorage) -
 def test_histogram_bins_are_stored_in_exact_groups_of_16(
     storage: RedisStorage, raw: redis.Redis | RedisCluster
 ) -> None:
+    storage.compact_every = 1  # fold every write into the bucket hash, to look at it
     series = SeriesKey("bins", "q", "grouped")
     big = 2**32 - 3  # twice this passes uint32: the group must turn to doubles, exactly
     bins = {-17: 3, -16: 1, -1: 2, 0: 1, 15: 5, 16: big, 31: 7}

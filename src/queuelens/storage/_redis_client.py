@@ -6,7 +6,10 @@
 
 Every batch of commands goes out as one non-transactional pipeline (one round trip per
 node); a NOSCRIPT reply makes it load the script and resend only the commands that did not
-run. Any redis-py error leaves :meth:`RedisConnection.translate` as a
+run. A flush's commands (``plain=True``: idempotent, replies used as Redis sends them) are
+written straight to a pooled connection per node, skipping redis-py's per-command pipeline
+bookkeeping, which at a thousand scripts a flush costs more than packing them. Any
+redis-py error leaves :meth:`RedisConnection.translate` as a
 :class:`StorageUnavailable` (server down, timed out, cluster not serving) or a
 :class:`StorageError` (anything else), naming the password-free URL.
 """
@@ -16,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeAlias
 
 import redis
@@ -24,12 +27,15 @@ from redis.backoff import ConstantBackoff
 from redis.client import NEVER_DECODE
 from redis.cluster import RedisCluster
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
     AuthorizationError,
     ClusterDownError,
+    MovedError,
     NoPermissionError,
     NoScriptError,
     RedisClusterException,
+    ResponseError,
     TryAgainError,
 )
 from redis.retry import Retry
@@ -84,15 +90,21 @@ class RedisConnection:
                     self._client_instance = redis.Redis.from_url(self._client_url, **options)
             return self._client_instance
 
-    def run(self, commands: Sequence[Command]) -> list[Any]:
+    def run(self, commands: Sequence[Command], *, plain: bool = False) -> list[Any]:
         """Send ``commands`` pipelined (one round trip per node); return their replies.
 
-        Call inside :meth:`translate`; a failed command raises its redis-py error.
+        ``plain``: the replies need no parsing by redis-py (scripts, ZADD, EXPIRE, HSET) and
+        the commands may be sent twice (a flush batch is idempotent), so on a single Redis
+        they skip the pipeline's per-command bookkeeping. Call inside :meth:`translate`; a
+        failed command raises its redis-py error.
         """
         results: list[Any] = []
         client = self.client()
+        send: _Send = _send_pipelined
+        if plain:
+            send = _send_plain_cluster if isinstance(client, RedisCluster) else _send_plain
         for offset in range(0, len(commands), _PIPELINE_CHUNK):
-            results += _pipeline(client, commands[offset : offset + _PIPELINE_CHUNK])
+            results += _pipeline(client, commands[offset : offset + _PIPELINE_CHUNK], send)
         return results
 
     def ping(self) -> None:
@@ -131,26 +143,104 @@ class RedisConnection:
             ) from exc
 
 
-def _pipeline(client: Client, commands: Sequence[Command]) -> list[Any]:
-    pipe = client.pipeline(transaction=False)
-    for command in commands:
-        _queue(client, pipe, command)
-    results = list(pipe.execute(raise_on_error=False))
+_Send: TypeAlias = "Callable[[Any, Sequence[Command]], list[Any]]"
+
+
+def _pipeline(client: Client, commands: Sequence[Command], send: _Send) -> list[Any]:
+    results = send(client, commands)
     missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
     if missing:
         # Redis restarted or its script cache was flushed: load once, then resend only the
         # commands that did not run (a NOSCRIPT reply means nothing was applied).
         for sha in {str(commands[i][1]) for i in missing}:
             client.script_load(_SCRIPT_BY_SHA[sha].source)
-        retry = client.pipeline(transaction=False)
-        for i in missing:
-            _queue(client, retry, commands[i])
-        for i, result in zip(missing, retry.execute(raise_on_error=False), strict=True):
+        resent = send(client, [commands[i] for i in missing])
+        for i, result in zip(missing, resent, strict=True):
             results[i] = result
     for result in results:
         if isinstance(result, Exception):
             raise result
     return results
+
+
+def _send_pipelined(client: Client, commands: Sequence[Command]) -> list[Any]:
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        _queue(client, pipe, command)
+    return list(pipe.execute(raise_on_error=False))
+
+
+def _send_plain(client: redis.Redis, commands: Sequence[Command]) -> list[Any]:
+    """What a pipeline does, on one pooled connection, without its per-command bookkeeping
+    (a flush sends a script per series): replies come back as Redis sent them, errors as
+    exceptions in their place. A dropped connection is retried once on a new one, as the
+    client's ``Retry`` would retry a pipeline."""
+    try:
+        return _exchange(client.connection_pool, commands)
+    except (redis.ConnectionError, redis.TimeoutError):
+        return _exchange(client.connection_pool, commands)
+
+
+def _exchange(pool: redis.ConnectionPool, commands: Sequence[Command]) -> list[Any]:
+    connection = pool.get_connection()
+    try:
+        connection.send_packed_command(connection.pack_commands(commands))
+        return _replies(connection, len(commands))
+    except (redis.ConnectionError, redis.TimeoutError):
+        connection.disconnect()  # half a reply may be waiting: never reuse it
+        raise
+    finally:
+        pool.release(connection)
+
+
+def _replies(connection: Any, n: int) -> list[Any]:
+    replies: list[Any] = []
+    for _ in range(n):
+        try:
+            replies.append(connection.read_response())
+        except ResponseError as exc:
+            replies.append(exc)
+    return replies
+
+
+#: replies of a cluster node that mean "not here, not now": the cluster client sorts it out
+_REDIRECTED = (MovedError, AskError, TryAgainError, ClusterDownError)
+
+
+def _send_plain_cluster(client: RedisCluster, commands: Sequence[Command]) -> list[Any]:
+    """:func:`_send_plain` on a cluster: each node's commands go out on one of its pooled
+    connections, all nodes' before any reply is read, so the nodes work at once. Commands
+    the node sends elsewhere (a slot moving), and every command if a connection drops, go
+    through redis-py's cluster pipeline instead, which follows the cluster's changes."""
+    cluster: Any = client  # typed in some redis-py versions, not in others
+    by_node: dict[str, tuple[Any, list[int]]] = {}
+    for i, command in enumerate(commands):
+        node = cluster.get_node_from_key(command[3] if command[0] == "EVALSHA" else command[1])
+        by_node.setdefault(node.name, (node, []))[1].append(i)
+    replies: list[Any] = [None] * len(commands)
+    sent: list[tuple[Any, Any, list[int]]] = []
+    try:
+        for node, indexes in by_node.values():
+            pool = cluster.get_redis_connection(node).connection_pool
+            connection = pool.get_connection()
+            sent.append((pool, connection, indexes))
+            connection.send_packed_command(connection.pack_commands([commands[i] for i in indexes]))
+        for _, connection, indexes in sent:
+            for i, reply in zip(indexes, _replies(connection, len(indexes)), strict=True):
+                replies[i] = reply
+    except (redis.ConnectionError, redis.TimeoutError):
+        for _, connection, _ in sent:
+            connection.disconnect()
+        return _send_pipelined(client, commands)  # a batch is idempotent: resend it all
+    finally:
+        for pool, connection, _ in sent:
+            pool.release(connection)
+    moved = [i for i, reply in enumerate(replies) if isinstance(reply, _REDIRECTED)]
+    if moved:
+        resent = _send_pipelined(client, [commands[i] for i in moved])
+        for i, reply in zip(moved, resent, strict=True):
+            replies[i] = reply
+    return replies
 
 
 def _queue(client: Client, pipe: Any, command: Command) -> None:

@@ -1,9 +1,9 @@
-"""How records become Redis hash fields and script arguments, and back.
+"""How Redis hashes become records (buckets, gauges, workers), and heartbeats hash fields.
 
-    update = encode_update(aggregate)            # ARGV slice for the write_series script
     aggregate = decode_bucket(fields, exceptions, relative_accuracy=0.01)
 
-Field names are described in :mod:`queuelens.storage._redis_keys`.
+Field names are described in :mod:`queuelens.storage._redis_keys`; the records a flush
+appends to a series' log, and their encoding, in :mod:`queuelens.storage._redis_log`.
 """
 
 from __future__ import annotations
@@ -19,33 +19,25 @@ from queuelens.model import (
     ExceptionStat,
     JobStatus,
     Resolution,
-    SeriesKey,
-    Stat,
     WorkerHeartbeat,
     WorkerState,
-    bucket_start,
 )
 from queuelens.sketch import Sketch
 from queuelens.storage._redis_keys import (
-    ACCURACY_FIELD,
-    COUNT_PREFIX,
     DURATION_FIELD,
     GROUP_BINS,
     MEMORY_FIELD,
     SKETCH_FIELDS,
     WAIT_CPU_FIELD,
-    KeyLayout,
 )
 from queuelens.storage.base import GaugeStat, WorkerRecord
 
 __all__ = [
     "WIDTHS",
     "Arg",
-    "SeriesUpdates",
     "decode_bucket",
     "decode_gauges",
     "decode_worker",
-    "encode_update",
     "finite",
     "number",
     "worker_fields",
@@ -61,33 +53,13 @@ Arg: TypeAlias = "str | int | bytes"
 SKETCH_BLOCK = struct.Struct("<dddd")
 #: the two memory stats, peak then increase: count, sum, max each (empty: 0, 0, -inf)
 MEMORY_BLOCKS = struct.Struct("<dddddd")
-_EMPTY_SKETCH = (0, 0.0, math.inf, -math.inf)
-_GROUP_SHIFT = GROUP_BINS.bit_length() - 1
-_GROUP_MASK = GROUP_BINS - 1
 
 #: a stored bin group, bins 16k ... 16k+15: 16 uint32 (64 bytes, the usual case) or, once
 #: a count passes 2**32 - 1, 16 doubles (128 bytes); the length tells them apart
 GROUP_SMALL = struct.Struct(f"<{GROUP_BINS}I")
 GROUP_LARGE = struct.Struct(f"<{GROUP_BINS}d")
-#: one touched lane of a bin group update: lane, count (exact below 2**53)
-GROUP_LANE = struct.Struct("<Bd")
 
-_STATUS_FIELDS = {status: COUNT_PREFIX + status.value for status in JobStatus}
-#: bin group field names (``d:g-22``) by sketch field and group index, made once
 _D, _W, _U = SKETCH_FIELDS["duration"], SKETCH_FIELDS["wait"], SKETCH_FIELDS["cpu"]
-_GROUP_NAMES: dict[str, dict[int, str]] = {_D: {}, _W: {}, _U: {}}
-_GROUP_NAMES_CACHED = 65536
-
-
-#: packed lanes by (lane, count) for small counts, made once
-_GROUP_LANES: dict[tuple[int, int], bytes] = {}
-
-
-def _lane(lane: int, n: int) -> bytes:
-    packed = GROUP_LANE.pack(lane, n)
-    if n < 64:
-        _GROUP_LANES[lane, n] = packed
-    return packed
 
 
 def finite(value: float) -> float:
@@ -98,143 +70,6 @@ def finite(value: float) -> float:
 def number(value: float) -> str:
     """Decimal text of a float that round-trips exactly; non-finite values become 0."""
     return repr(float(finite(value)))
-
-
-def encode_update(aggregate: Aggregate) -> list[Arg] | None:
-    """An aggregate as the write_series script reads an update (see ``_redis_scripts``).
-
-    ``[a, g, s, e, "ra", *counter names, *group names, *stat names, *counters, *groups,
-    *stats, *exceptions]``; None when the aggregate holds nothing. A group's update is its
-    touched lanes, :data:`GROUP_LANE` each. This runs for every series of every flush, so it
-    does the least it can: no per-field formatting beyond what redis-py does anyway.
-    """
-    names: list[Arg] = []
-    values: list[int] = []
-    for status, n in aggregate.counts.items():
-        if n:
-            names.append(_STATUS_FIELDS[status])
-            values.append(n)
-    duration, wait, cpu = aggregate.duration, aggregate.wait, aggregate.cpu
-    group_names: list[Arg] = []
-    groups: list[Arg] = []
-    for prefix, sketch in ((_D, duration), (_W, wait), (_U, cpu)):
-        if sketch.bins:
-            lanes: dict[int, list[bytes]] = {}
-            for index, n in sketch.bins.items():
-                lane = _GROUP_LANES.get((index & _GROUP_MASK, n)) or _lane(index & _GROUP_MASK, n)
-                group = lanes.get(index >> _GROUP_SHIFT)
-                if group is None:
-                    lanes[index >> _GROUP_SHIFT] = [lane]
-                else:
-                    group.append(lane)
-            cached = _GROUP_NAMES[prefix]
-            for k, touched in lanes.items():
-                name = cached.get(k)
-                if name is None:
-                    name = f"{prefix}:g{k}"
-                    if len(cached) < _GROUP_NAMES_CACHED:
-                        cached[k] = name
-                group_names.append(name)
-                groups.append(touched[0] if len(touched) == 1 else b"".join(touched))
-    stat_names: list[Arg] = []
-    stats: list[Arg] = []
-    if duration.count:
-        stat_names.append(DURATION_FIELD)
-        stats.append(SKETCH_BLOCK.pack(*_sketch_block(duration)))
-    if wait.count or cpu.count:
-        stat_names.append(WAIT_CPU_FIELD)
-        stats.append(SKETCH_BLOCK.pack(*_sketch_block(wait)) +
-                     SKETCH_BLOCK.pack(*_sketch_block(cpu)))  # fmt: skip
-    peak, delta = aggregate.memory_peak, aggregate.memory_delta
-    if peak.count or delta.count:
-        stat_names.append(MEMORY_FIELD)
-        stats.append(MEMORY_BLOCKS.pack(*_memory_block(peak), *_memory_block(delta)))
-    exceptions: list[Arg] = []
-    for name, raised in aggregate.exceptions.items():
-        exceptions += (name, raised.count, number(raised.last_seen), raised.last_message)
-    if not values and not groups and not stats and not exceptions:
-        return None
-    return [len(values), len(groups), len(stats), len(aggregate.exceptions), ACCURACY_FIELD,
-            *names, *group_names, *stat_names, *values, *groups, *stats,
-            *exceptions]  # fmt: skip
-
-
-def _sketch_block(sketch: Sketch) -> tuple[float, float, float, float]:
-    if not sketch.count:
-        return _EMPTY_SKETCH
-    return sketch.zero_count, finite(sketch.sum), finite(sketch.min), finite(sketch.max)
-
-
-def _memory_block(stat: Stat) -> tuple[float, float, float]:
-    if not stat.count:
-        return 0, 0.0, -math.inf
-    return stat.count, finite(stat.total), finite(stat.max)
-
-
-class SeriesUpdates:
-    """KEYS and ARGV of the write_series script (see ``_redis_scripts``) for each series of
-    one flush batch.
-
-    A series with one minute in the batch (the usual case) sends one update, shared by its
-    minute, hour and day buckets (``u = 1``); the KEYS suffixes and EXPIREAT times of that
-    minute are made once for every series that wrote it. A series with several minutes
-    sends one update per bucket, hour and day ones merged in batch order exactly as
-    :meth:`FlushBatch.rollup` does.
-    """
-
-    def __init__(self, keys: KeyLayout, head: list[Arg], keep_s: dict[int, int]) -> None:
-        self._keys, self._head, self._keep_s = keys, head, keep_s
-        #: minute -> KEYS suffixes without / with exceptions hashes, EXPIREAT per bucket
-        self._plans: dict[int, tuple[list[str], list[str], list[int]]] = {}
-
-    def script(
-        self, series: SeriesKey, parts: list[tuple[int, Aggregate]]
-    ) -> tuple[list[str], list[Arg]]:
-        """KEYS and ARGV for ``series``, given its ``(minute, aggregate)`` parts."""
-        if len(parts) == 1:
-            minute, aggregate = parts[0]
-            update = encode_update(aggregate)
-            if update is None:  # nothing counted: only the sequence is recorded
-                suffixes, args = self._keys.write_suffixes([]), [*self._head, 0]
-            else:
-                plan = self._plans.get(minute) or self._minute_plan(minute)
-                suffixes = plan[1] if update[3] else plan[0]
-                args = [*self._head, 1, *update, *plan[2]]
-        else:
-            suffixes, args = self._merged(parts)
-        tag = self._keys.series_tag(series)
-        return [tag + suffix for suffix in suffixes], args
-
-    def _minute_plan(self, minute: int) -> tuple[list[str], list[str], list[int]]:
-        buckets = [(width, bucket_start(minute, width)) for width in WIDTHS]
-        expiry = [start + width + self._keep_s[width] for width, start in buckets]
-        write_suffixes = self._keys.write_suffixes
-        plain = write_suffixes([(w, t, False) for w, t in buckets])
-        raised = write_suffixes([(w, t, True) for w, t in buckets])
-        plan = self._plans[minute] = (plain, raised, expiry)
-        return plan
-
-    def _merged(self, parts: list[tuple[int, Aggregate]]) -> tuple[list[str], list[Arg]]:
-        groups: dict[tuple[int, int], list[Aggregate]] = {}
-        for minute, aggregate in parts:
-            for width in WIDTHS:
-                groups.setdefault((width, bucket_start(minute, width)), []).append(aggregate)
-        buckets: list[tuple[int, int, bool]] = []
-        expiry: list[int] = []
-        updates: list[Arg] = []
-        for (width, start), aggregates in groups.items():
-            merged = aggregates[0]
-            if len(aggregates) > 1:
-                merged = merged.copy()
-                for aggregate in aggregates[1:]:
-                    merged.merge(aggregate)
-            update = encode_update(merged)
-            if update is not None:
-                buckets.append((width, start, bool(update[3])))
-                expiry.append(start + width + self._keep_s[width])
-                updates += update
-        suffixes = self._keys.write_suffixes(buckets)
-        return suffixes, [*self._head, len(buckets), *updates, *expiry]
 
 
 def decode_bucket(

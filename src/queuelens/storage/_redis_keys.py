@@ -14,14 +14,22 @@ hash fields. So ``a:b`` / ``c`` never collides with ``a`` / ``b:c``, and a name 
 braces cannot change a key's slot.
 
 Per job series (tag ``{<sid>}``, ``sid = id(prefix, app, queue, job)``), so one series'
-minute, hour and day buckets share one slot and one script can update them atomically::
+log and its minute, hour and day buckets share one slot and one script can update them
+atomically::
 
     P:{sid}:b:<width>:<start>      hash  one bucket (fields below); EXPIREAT start+width+retention
     P:{sid}:x:<width>:<start>      hash  its exceptions: c:<type> count, t:<type> last seen,
                                          m:<type> last message; same EXPIREAT
+    P:{sid}:log                    str   records not folded into the buckets yet: a minute
+                                         and its packed aggregate each, oldest first (see
+                                         ``_redis_log``); EXPIREAT of the newest day
+                                         bucket it holds data for; deleted when folded
     P:{sid}:seq                    hash  writer id -> "<last sequence>:<writer clock>", the
                                          idempotency record: one field per writer, not
                                          per flush; EX retention.batch_id_s, refreshed
+
+A bucket is its hash (and exceptions hash) plus the records of its minutes still in the
+series' log; readers add those in, in log order, exactly as a fold would.
 
 Per gauge (tag ``{<gid>}``, ``gid = id(prefix, "gauge", kind, app, key)``)::
 
@@ -59,7 +67,7 @@ little-endian doubles (128 bytes; exact below ``2**53``); the length tells them 
 sketch spanning a few decades holds some 20 groups rather than 300 bin fields, so a big
 hour or day bucket stays small enough for its listpack lookups to be fast. (Buckets from
 before bin groups hold ``d:<i>`` text counts per bin; readers still add those in.) The
-scalars are packed little-endian doubles in three fields, so a write merges all of them
+scalars are packed little-endian doubles in three fields, so a fold merges all of them
 with three field reads and writes instead of fifteen::
 
     d     32 bytes  duration:  zero count, sum, min, max
@@ -82,7 +90,7 @@ import functools
 import hashlib
 import math
 import time
-from collections.abc import Iterable
+from typing import NamedTuple
 
 from queuelens.model import Resolution, SeriesKey
 from queuelens.storage.base import StorageError
@@ -132,6 +140,23 @@ def name_id(*parts: str) -> str:
     return hashlib.blake2b(encoded.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
+class SeriesKeys(NamedTuple):
+    """What a flush needs of one series' key names, made once."""
+
+    sid: str
+    #: ``P:{sid}``, the start of each of its keys
+    tag: str
+    sequences: str
+    log: str
+
+
+@functools.lru_cache(maxsize=65536)
+def _series_keys(prefix: str, app: str, queue: str, job: str) -> SeriesKeys:
+    sid = name_id(prefix, app, queue, job)
+    tag = f"{prefix}:{{{sid}}}"
+    return SeriesKeys(sid, tag, f"{tag}:seq", f"{tag}:log")
+
+
 class KeyLayout:
     """Key names for one ``prefix``; see the module docstring for the whole layout."""
 
@@ -143,9 +168,17 @@ class KeyLayout:
 
     # -- job series ------------------------------------------------------------------------
 
+    def series(self, series: SeriesKey) -> SeriesKeys:
+        """The id, tag, sequence hash and log of one series (cached)."""
+        return _series_keys(self.prefix, series.app, series.queue, series.job)
+
+    def series_id(self, series: SeriesKey) -> str:
+        """``sid``: the 16 hex digits naming one series in its keys."""
+        return self.series(series).sid
+
     def series_tag(self, series: SeriesKey) -> str:
         """``P:{sid}`` — the start of every key of one series."""
-        return f"{self.prefix}:{{{name_id(self.prefix, series.app, series.queue, series.job)}}}"
+        return self.series(series).tag
 
     def bucket(self, series: SeriesKey, resolution: Resolution, start: int) -> str:
         return f"{self.series_tag(series)}:b:{int(resolution)}:{start}"
@@ -153,23 +186,18 @@ class KeyLayout:
     def exceptions(self, series: SeriesKey, resolution: Resolution, start: int) -> str:
         return f"{self.series_tag(series)}:x:{int(resolution)}:{start}"
 
+    def log(self, series: SeriesKey) -> str:
+        """The series' log: records appended by flushes, not yet folded into its buckets."""
+        return self.series(series).log
+
     def series_sequences(self, series: SeriesKey) -> str:
         """The series' idempotency hash: writer id -> last sequence applied."""
-        return f"{self.series_tag(series)}:seq"
+        return self.series(series).sequences
 
-    def write_suffixes(self, buckets: Iterable[tuple[int, int, bool]]) -> list[str]:
-        """KEYS of one write_series script, less the series tag they all start with: the
-        sequence hash, then per ``(width, start, has exceptions)`` bucket its hash and, if
-        it has exceptions, its exceptions hash.
-
-        One list serves every series of a flush that wrote the same minute.
-        """
-        suffixes = [":seq"]
-        for width, start, raised in buckets:
-            suffixes.append(f":b:{width}:{start}")
-            if raised:
-                suffixes.append(f":x:{width}:{start}")
-        return suffixes
+    @staticmethod
+    def bucket_suffixes(width: int, start: int) -> tuple[str, str]:
+        """A bucket's hash and exceptions hash, less the series tag they start with."""
+        return f":b:{width}:{start}", f":x:{width}:{start}"
 
     # -- gauges ----------------------------------------------------------------------------
 

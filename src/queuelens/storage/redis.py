@@ -11,20 +11,29 @@ to redis-py unchanged. The key layout is documented in :mod:`queuelens.storage._
 and the scripts in :mod:`queuelens.storage._redis_scripts`.
 
 How a write stays correct: each job series gets one EVALSHA, and all of that series' keys
-(its minute, hour and day buckets, their exception hashes and its sequence hash) share one
-hash tag, so the script is atomic on whatever node owns the slot. A recorder writes its
-batches strictly in order, numbered 1, 2, 3, ... per writer (see :class:`FlushBatch`). The
-script first reads the writer's field of the series' sequence hash and applies the buckets
-only if the batch's sequence is past it, recording the new one; so a retried batch (say
-after a lost reply) changes nothing, even if it was applied in part: the series that got
-through are skipped and the rest applied. The batch's ``dropped`` counts get the same
-treatment in a meta-tagged sequence hash. The hashes hold one field per writer (not per
-flush), expire ``retention.batch_id_s`` after their last write, and forget writers silent
-that long when new ones join. Index updates (``ZADD GT``) are idempotent and
-ride along. All of it goes out in one non-transactional pipeline: one round trip on a single
-Redis, one per node on a cluster. The hour and day buckets get exactly what
-``batch.rollup()`` would give them, but each minute aggregate is encoded once and shared by
-its three buckets instead of being copied three times.
+(its minute, hour and day buckets, their exception hashes, its log and its sequence hash)
+share one hash tag, so the script is atomic on whatever node owns the slot. A recorder
+writes its batches strictly in order, numbered 1, 2, 3, ... per writer (see
+:class:`FlushBatch`). The script first reads the writer's field of the series' sequence
+hash and applies the batch only if its sequence is past it, recording the new one; so a
+retried batch (say after a lost reply) changes nothing, even if it was applied in part: the
+series that got through are skipped and the rest applied. The batch's ``dropped`` counts
+get the same treatment in a meta-tagged sequence hash. The hashes hold one field per writer
+(not per flush), expire ``retention.batch_id_s`` after their last write, and forget writers
+silent that long when new ones join. Index updates (``ZADD GT``) are idempotent and ride
+along. All of it goes out in one non-transactional pipeline: one round trip on a single
+Redis, one per node on a cluster.
+
+How a write stays cheap: applying a batch means appending one record per minute of the
+series (the minute and its aggregate, packed) to the series' log: one ``APPEND``, no read
+and no merge on the server (``append_series``). On one flush in ``compact_every`` (64) per
+series -- a different 1/64 of the series on each flush, by the writer's sequence number --
+the script folds the log into the minute, hour and day bucket hashes instead
+(``write_series``): a fold of dozens of records rewrites each bucket field once, where
+merging on arrival rewrote it on every flush, and the log stays short (about 64 records).
+Folding takes records in write order, and readers add in whatever the log still holds in
+the same order, so a bucket reads back exactly -- counts, bins and every bit of every sum
+-- as if each record had been merged on arrival, folded or not.
 
 Nothing here uses KEYS or SCAN: reads compute key names from the bucket starts they want,
 and listings read index sets.
@@ -64,7 +73,6 @@ from queuelens.storage._redis_client import (
 )
 from queuelens.storage._redis_codec import (
     Arg,
-    SeriesUpdates,
     decode_bucket,
     decode_gauges,
     decode_worker,
@@ -72,7 +80,7 @@ from queuelens.storage._redis_codec import (
     worker_fields,
 )
 from queuelens.storage._redis_keys import ACCURACY_FIELD, KeyLayout, bucket_starts
-from queuelens.storage._redis_scripts import SCRIPTS
+from queuelens.storage._redis_log import LogRecord, SeriesWrites, fold_records, read_log
 from queuelens.storage._redis_url import DEFAULT_PREFIX, parse_url, redact
 from queuelens.storage.base import (
     GaugeStat,
@@ -83,7 +91,11 @@ from queuelens.storage.base import (
     WorkerRecord,
 )
 
-__all__ = ["DEFAULT_PREFIX", "RedisStorage"]
+__all__ = ["COMPACT_EVERY", "DEFAULT_PREFIX", "RedisStorage"]
+
+#: a writer folds a series' log into its buckets on one flush in this many (see the module
+#: docstring): more makes a flush cheaper, a log longer (reads add it in) and bigger
+COMPACT_EVERY = 64
 
 _ACCURACY_FIELD = ACCURACY_FIELD.encode()
 
@@ -111,13 +123,30 @@ def _sequence_of(batch: FlushBatch) -> int:
     return sequence
 
 
+def _compact_every(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise StorageError(
+            f"compact_every={value!r} must be a whole number >= 1, e.g. {COMPACT_EVERY} "
+            "(1 folds each flush into the buckets at once)"
+        )
+    return value
+
+
 class RedisStorage:
     """The :class:`~queuelens.storage.base.Storage` protocol on Redis or Redis Cluster."""
 
     def __init__(
-        self, url: str, *, relative_accuracy: float = 0.01, retention: Retention | None = None
+        self,
+        url: str,
+        *,
+        relative_accuracy: float = 0.01,
+        retention: Retention | None = None,
+        compact_every: int = COMPACT_EVERY,
     ) -> None:
         self.url = redact(url)
+        self.compact_every = _compact_every(compact_every)
+        #: series id -> minutes: fold that series on the next flush, declaring those too
+        self._fold_now: dict[str, set[int]] = {}
         self.relative_accuracy = relative_accuracy
         self.retention = retention or Retention()
         client_url, prefix, cluster = parse_url(url, self.url)
@@ -138,12 +167,16 @@ class RedisStorage:
         minutes: dict[SeriesKey, list[tuple[int, Aggregate]]] = {}
         for (series, minute), aggregate in batch.aggregates.items():
             minutes.setdefault(series, []).append((minute, aggregate))
-        updates = SeriesUpdates(self.keys, head, self._bucket_keep_s)
-        sha = SCRIPTS["write_series"].sha
-        commands: list[Command] = []
-        for series, parts in minutes.items():
-            script_keys, args = updates.script(series, parts)
-            commands.append(("EVALSHA", sha, len(script_keys), *script_keys, *args))
+        writes = SeriesWrites(
+            self.keys,
+            head,
+            self._bucket_keep_s,
+            relative_accuracy=self.relative_accuracy,
+            sequence=int(sequence),
+            compact_every=self.compact_every,
+            fold_now=self._fold_now,
+        )
+        commands = [writes.command(series, parts) for series, parts in minutes.items()]
         dropped = [json.dumps([batch.batch_id, app, n]) for app, n in batch.dropped.items() if n]
         commands.append(
             evalsha(
@@ -163,8 +196,18 @@ class RedisStorage:
         scripted = len(commands)
         commands += self._index_commands(batch)
         with self._redis.translate("writing a batch"):
-            results = self._redis.run(commands)
-        return any(result == 1 for result in results[:scripted])
+            results = self._redis.run(commands, plain=True)
+        # 2 or [2, minute, ...]: applied, but fold that series' log on the next flush (it
+        # grew long, or a fold left records of those minutes in it). A hint lost (say to a
+        # concurrent write) only means the log waits for its scheduled fold.
+        fold_now: dict[str, set[int]] = {}
+        for sid, result in zip(writes.sids, results, strict=False):
+            if isinstance(result, list):
+                fold_now[sid] = {int(minute) for minute in result[1:]}
+            elif result == 2:
+                fold_now[sid] = set()
+        self._fold_now = fold_now
+        return any(result != 0 for result in results[:scripted])
 
     def _index_commands(self, batch: FlushBatch) -> list[Command]:
         """ZADD GT the batch's apps, queues and jobs, scored by their newest minute."""
@@ -250,28 +293,45 @@ class RedisStorage:
         wanted = list(dict.fromkeys(series))
         retention_s = self.retention.for_resolution(resolution)
         starts = bucket_starts(start, end, resolution, len(wanted), retention_s)
-        commands: list[Command] = []
+        keys, width = self.keys, int(resolution)
+        commands: list[Command] = [(RAW + "GET", keys.log(one)) for one in wanted]
         for one in wanted:
             for begin in starts:
-                commands.append((RAW + "HGETALL", self.keys.bucket(one, resolution, begin)))
-                commands.append(("HGETALL", self.keys.exceptions(one, resolution, begin)))
+                commands += (
+                    (RAW + "HGETALL", keys.bucket(one, resolution, begin)),
+                    ("HGETALL", keys.exceptions(one, resolution, begin)),
+                )
         out: dict[SeriesKey, dict[int, Aggregate]] = {}
         with self._redis.translate("reading buckets"):
-            results = iter(self._redis.run(commands))
-            for one in wanted:
+            replies = self._redis.run(commands)
+            logs, results = replies[: len(wanted)], iter(replies[len(wanted) :])
+            for one, log in zip(wanted, logs, strict=True):
+                # records not folded yet, by bucket in log order: merged as the script
+                # would fold them, so every sum comes out bit for bit the same
+                pending: dict[int, list[LogRecord]] = {}
+                for record in read_log(log) if log else ():
+                    self._check_accuracy(record.accuracy)
+                    pending.setdefault(record.minute // width * width, []).append(record)
                 for begin in starts:
                     fields, exceptions = next(results), next(results)
+                    aggregate = None
                     if fields:
-                        self._check_accuracy(fields)
+                        stored = fields.get(_ACCURACY_FIELD)
+                        if stored is not None:
+                            self._check_accuracy(float(stored))
                         aggregate = decode_bucket(fields, exceptions, self.relative_accuracy)
+                    if begin in pending:
+                        if aggregate is None:
+                            aggregate = Aggregate(self.relative_accuracy)
+                        fold_records(pending[begin], aggregate)
+                    if aggregate is not None:
                         out.setdefault(one, {})[begin] = aggregate
         return out
 
-    def _check_accuracy(self, fields: dict[bytes, bytes]) -> None:
-        stored = fields.get(_ACCURACY_FIELD)
-        if stored is not None and float(stored) != self.relative_accuracy:
+    def _check_accuracy(self, stored: float) -> None:
+        if stored != self.relative_accuracy:
             raise StorageError(
-                f"buckets in {self.url} were written with histogram accuracy {stored.decode()}, "
+                f"buckets in {self.url} were written with histogram accuracy {stored}, "
                 f"but this storage was opened with {self.relative_accuracy}; use one accuracy "
                 "for every writer and reader"
             )
