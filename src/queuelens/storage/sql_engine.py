@@ -176,9 +176,14 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _SQLITE_FORK_LOCK, _sqlite_unusable_after_fork
+    global _SQLITE_FORK_LOCK, _ADOPT_LOCK, _sqlite_unusable_after_fork
     _SQLITE_FORK_LOCK = threading.RLock()
+    _ADOPT_LOCK = threading.Lock()
     _sqlite_unusable_after_fork = not _fork_took_lock
+
+
+# Serialises a forked child's threads dropping the parent's connections (Database._adopt).
+_ADOPT_LOCK = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -199,6 +204,7 @@ class Database:
         self._password = password
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.is_mysql = engine.dialect.name in ("mysql", "mariadb")
+        self._pid = os.getpid()
 
     @classmethod
     def open(cls, url: str) -> Database:
@@ -261,6 +267,8 @@ class Database:
         ``retry_disconnect=False`` for work that is not idempotent: a connection lost
         during COMMIT leaves unknown whether it was applied.
         """
+        if self._pid != os.getpid():
+            self._adopt()
         if not self.is_sqlite:
             return self._run(work, write=write, action=action, retry_disconnect=retry_disconnect)
         if _sqlite_unusable_after_fork:
@@ -433,7 +441,18 @@ class Database:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def dispose(self, close: bool = True) -> None:
+        if self._pid != os.getpid():
+            self._adopt()  # close only this process's own connections
         self.engine.dispose(close=close)
+
+    def _adopt(self) -> None:
+        """In a forked child, on first use: drop the pooled connections inherited from the
+        parent without closing them, which would end the parent's sessions. Done here rather
+        than at fork, so children that never use storage (RQ's work horses) pay nothing."""
+        with _ADOPT_LOCK:
+            if self._pid != os.getpid():
+                self.engine.dispose(close=False)
+                self._pid = os.getpid()
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
