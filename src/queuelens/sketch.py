@@ -19,8 +19,10 @@ zero-based position ``floor(q * (n - 1))`` of the sorted data. Values below
 from __future__ import annotations
 
 import math
+import re
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import accumulate, chain
 from math import ceil, log
 
 __all__ = ["MIN_INDEXABLE", "Sketch", "SketchError"]
@@ -30,6 +32,8 @@ MIN_INDEXABLE = 1e-9
 
 _FORMAT_VERSION = 1
 _HEADER = struct.Struct("<Bdddd")  # version, accuracy, sum, min, max
+#: one varint of the serialised form: continuation bytes, then a final byte below 0x80
+_VARINT = re.compile(rb"[\x80-\xff]*[\x00-\x7f]")
 
 
 class SketchError(ValueError):
@@ -98,13 +102,42 @@ class Sketch:
         if other.count == 0:
             return
         bins = self.bins
-        for index, n in other.bins.items():
-            bins[index] = bins.get(index, 0) + n
+        if not bins:
+            self.bins = dict(other.bins)
+        else:
+            get = bins.get
+            for index, n in other.bins.items():
+                bins[index] = get(index, 0) + n
         self.zero_count += other.zero_count
         self.count += other.count
         self.sum += other.sum
         self.min = min(self.min, other.min)
         self.max = max(self.max, other.max)
+
+    def merge_bytes(self, data: bytes) -> None:
+        """:meth:`merge` the sketch that :meth:`to_bytes` wrote as ``data``, without building
+        it first (reads merge many stored sketches into one)."""
+        accuracy, total, low, high, zero_count, indexes, counts = _parse(data)
+        if accuracy != self.relative_accuracy:
+            raise SketchError(
+                f"cannot merge sketches of accuracy {self.relative_accuracy} and "
+                f"{accuracy}; use one histogram accuracy for all writers"
+            )
+        count = zero_count + sum(counts)
+        if count == 0:
+            return
+        bins = self.bins
+        if not bins:
+            self.bins = dict(zip(indexes, counts, strict=True))
+        else:
+            get = bins.get
+            for index, n in zip(indexes, counts, strict=True):
+                bins[index] = get(index, 0) + n
+        self.zero_count += zero_count
+        self.count += count
+        self.sum += total
+        self.min = min(self.min, low)
+        self.max = max(self.max, high)
 
     def copy(self) -> Sketch:
         twin = Sketch(self.relative_accuracy)
@@ -148,16 +181,24 @@ class Sketch:
         out: list[float | None] = [None] * len(wanted)
         bins = iter(sorted(self.bins.items()))
         seen = self.zero_count
-        estimate = max(self.min, 0.0)
+        index: int | None = None  # the bin reached; None: still in the zero bucket
+        past_end = False
         for position in order:
             rank = math.floor(wanted[position] * (self.count - 1))
-            while seen <= rank:
+            while seen <= rank and not past_end:
                 item = next(bins, None)
                 if item is None:
-                    estimate = self.max
-                    break
-                seen += item[1]
-                estimate = self._representative(item[0])
+                    past_end = True
+                else:
+                    index, n = item
+                    seen += n
+            # only the bins a quantile lands in are worth an exp()
+            if past_end:
+                estimate = self.max
+            elif index is None:
+                estimate = max(self.min, 0.0)
+            else:
+                estimate = self._representative(index)
             out[position] = min(max(estimate, self.min), self.max)
         return out
 
@@ -211,27 +252,11 @@ class Sketch:
     @classmethod
     def from_bytes(cls, data: bytes) -> Sketch:
         """Rebuild a sketch written by :meth:`to_bytes`; raise SketchError on damaged bytes."""
-        if len(data) < _HEADER.size:
-            raise SketchError(f"sketch bytes too short ({len(data)} bytes)")
-        version, accuracy, total, low, high = _HEADER.unpack_from(data)
-        if version != _FORMAT_VERSION:
-            raise SketchError(f"unknown sketch format version {version}")
+        accuracy, total, low, high, zero_count, indexes, counts = _parse(data)
         sketch = cls(accuracy)
-        pos = _HEADER.size
-        try:
-            sketch.zero_count, pos = _get_varint(data, pos)
-            n_bins, pos = _get_varint(data, pos)
-            index = 0
-            for _ in range(n_bins):
-                delta, pos = _get_varint(data, pos)
-                index += _unzigzag(delta)
-                n, pos = _get_varint(data, pos)
-                sketch.bins[index] = n
-        except IndexError:
-            raise SketchError("sketch bytes are truncated") from None
-        if pos != len(data):
-            raise SketchError(f"{len(data) - pos} unexpected trailing bytes after a sketch")
-        sketch.count = sketch.zero_count + sum(sketch.bins.values())
+        sketch.bins = dict(zip(indexes, counts, strict=True))
+        sketch.zero_count = zero_count
+        sketch.count = zero_count + sum(counts)
         sketch.sum = total
         if sketch.count:
             sketch.min, sketch.max = low, high
@@ -266,20 +291,70 @@ def _unzigzag(n: int) -> int:
     return n // 2 if n % 2 == 0 else -(n + 1) // 2
 
 
+#: zig-zag decoding of every one-byte varint
+_UNZIGZAG_BYTE = tuple(_unzigzag(n) for n in range(0x80))
+
+
+def _parse(
+    data: bytes,
+) -> tuple[float, float, float, float, int, Iterator[int], Sequence[int]]:
+    """Accuracy, sum, min, max, zero count, bin indexes and bin counts of :meth:`Sketch.to_bytes`
+    output; SketchError if it is damaged.
+
+    Reads decode thousands of sketches per query, so the bins are not decoded one varint at a
+    time: past the first index (far from zero), a minute bucket's varints are all one byte
+    (counts below 128, nearby indexes), and then the bytes are the numbers; otherwise a
+    regular expression splits the body into varints.
+    """
+    if len(data) < _HEADER.size:
+        raise SketchError(f"sketch bytes too short ({len(data)} bytes)")
+    version, accuracy, total, low, high = _HEADER.unpack_from(data)
+    if version != _FORMAT_VERSION:
+        raise SketchError(f"unknown sketch format version {version}")
+    body = bytes(data[_HEADER.size :])
+    if not body or body[-1] >= 0x80:
+        raise SketchError("sketch bytes are truncated")
+    # zero count, number of bins and the first index, each possibly several bytes
+    head: list[int] = []
+    value = shift = pos = 0
+    while len(head) < 3 and pos < len(body):
+        byte = body[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            head.append(value)
+            value = shift = 0
+    if len(head) < 2 or (head[1] and len(head) < 3):
+        raise SketchError("sketch bytes are truncated")
+    zero_count, n_bins = head[0], head[1]
+    if n_bins == 0:
+        if pos != len(body):
+            raise SketchError(f"{len(body) - pos} unexpected trailing bytes after a sketch")
+        return accuracy, total, low, high, zero_count, iter(()), ()
+    rest = body[pos:]  # count, then (delta, count) per further bin
+    numbers: Sequence[int] = rest
+    if not rest or max(rest) >= 0x80:
+        numbers = [v[0] if len(v) == 1 else _varint(v) for v in _VARINT.findall(rest)]
+    if len(numbers) != 2 * n_bins - 1:
+        if len(numbers) < 2 * n_bins - 1:
+            raise SketchError("sketch bytes are truncated")
+        extra = len(numbers) - 2 * n_bins + 1
+        raise SketchError(f"{extra} unexpected trailing varints after a sketch")
+    unzigzag = _UNZIGZAG_BYTE.__getitem__ if numbers is rest else _unzigzag
+    steps = chain((_unzigzag(head[2]),), map(unzigzag, numbers[1::2]))
+    return accuracy, total, low, high, zero_count, accumulate(steps), numbers[0::2]
+
+
+def _varint(encoded: bytes) -> int:
+    value = 0
+    for shift, byte in enumerate(encoded):
+        value |= (byte & 0x7F) << (7 * shift)
+    return value
+
+
 def _put_varint(out: bytearray, n: int) -> None:
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
     out.append(n)
-
-
-def _get_varint(data: bytes, pos: int) -> tuple[int, int]:
-    shift = 0
-    result = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7

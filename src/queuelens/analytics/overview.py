@@ -7,6 +7,12 @@
 
 The API, CLI, dashboard, alerts and Prometheus export all call this, so they show the same
 numbers. It imports no web framework.
+
+Job figures of a named window (``1h``, ``24h``, ...) come from a
+:class:`~queuelens.analytics.cache.WindowCache` when the storage offers
+:class:`~queuelens.storage.base.WindowReads` (the SQL storages): kept between calls and
+checked against storage on each one, so a long-lived ``Analytics`` (a server) answers
+repeated questions in milliseconds with what a fresh read would give.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from queuelens.analytics.cache import WindowCache
 from queuelens.analytics.health import (
     Health,
     HealthThresholds,
@@ -25,12 +32,12 @@ from queuelens.analytics.health import (
     queue_health,
     server_health,
 )
-from queuelens.analytics.query import JobReader
+from queuelens.analytics.query import JobReader, WindowFigures
 from queuelens.analytics.state import QueueDepth, ServerView, StateReader, WorkerView
 from queuelens.analytics.summary import JobSummary, Stats
-from queuelens.analytics.window import Window, parse_window
-from queuelens.model import Resolution, WorkerState, bucket_start
-from queuelens.storage.base import Retention, Storage
+from queuelens.analytics.window import WINDOWS, Window, parse_window
+from queuelens.model import JobStatus, Resolution, WorkerState, bucket_start
+from queuelens.storage.base import Retention, Storage, WindowReads
 
 __all__ = ["Analytics", "Overview", "QueueSummary", "ServerSummary"]
 
@@ -102,13 +109,22 @@ class Analytics:
         retention: Retention | None = None,
         thresholds: HealthThresholds | None = None,
         clock: Callable[[], float] = time.time,
+        cache: bool = True,
+        cache_max_age_s: float = 0.0,
     ) -> None:
+        """``cache=False`` reads every window whole each time. ``cache_max_age_s`` lets a
+        cached answer be served without asking storage whether it changed for that long
+        (at most a recorder flush interval, so an answer is never staler than the data in
+        storage can be); 0 asks every time."""
         self.storage = storage
         self.retention = retention or Retention()
         self.thresholds = thresholds or HealthThresholds()
         self.clock = clock
         self.jobs = JobReader(storage, retention=self.retention, clock=clock)
         self.state = StateReader(storage, retention=self.retention, clock=clock)
+        self.cache: WindowCache | None = None
+        if cache and isinstance(storage, WindowReads):
+            self.cache = WindowCache(storage, max_age_s=cache_max_age_s, clock=clock)
 
     def window(
         self,
@@ -121,16 +137,38 @@ class Analytics:
             window, since=since, until=until, now=self.clock(), retention=self.retention
         )
 
+    def figures(self, window: Window, app: str | None = None) -> WindowFigures:
+        """Every job of ``app`` (or of every app) over ``window``, with queue, app and total
+        figures: from the cache for a named window, else read whole."""
+        if self.cache is not None and self._cached(window):
+            return self.cache.figures(window, app)
+        return self.jobs.figures(window, app)
+
+    def _cached(self, window: Window) -> bool:
+        # named windows end now; a custom one may lie past the retention of some buckets
+        return self.cache is not None and window.label in WINDOWS
+
     # -- queues ------------------------------------------------------------------------------
 
     def queue_summaries(
         self, window: Window, app: str | None = None, queue: str | None = None
     ) -> list[QueueSummary]:
         """Every queue with jobs in storage or a depth sample, with its health."""
-        stats = self.jobs.queue_stats(window, app, queue)
+        if queue is not None and not self._cached(window):
+            stats = self.jobs.queue_stats(window, app, queue)  # that queue's series alone
+        else:
+            stats = self.figures(window, app).queues
+        return self._queue_summaries(stats, self.state.workers(app), app, queue)
+
+    def _queue_summaries(
+        self,
+        stats: dict[tuple[str, str], Stats],
+        workers: list[WorkerView],
+        app: str | None,
+        queue: str | None,
+    ) -> list[QueueSummary]:
         depths = {(d.app, d.queue): d for d in self.state.queue_depths(app)}
         frameworks = {(q.app, q.queue): q.framework for q in self.jobs.queues(app)}
-        workers = self.state.workers(app)
         baselines = self.baseline_failure_rates(app, queue)
         names = set(frameworks) | set(depths)
         if queue is not None:
@@ -173,18 +211,28 @@ class Analytics:
         today = bucket_start(self.clock(), Resolution.day)
         start = today - BASELINE_DAYS * int(Resolution.day)
         window = Window(float(start), float(today), f"{BASELINE_DAYS}d-baseline")
-        return {
-            name: stats.failure_rate
-            for name, stats in self.jobs.queue_stats(window, app, queue).items()
-            if stats.processed
-        }
+        if self.cache is not None:
+            counts = self.cache.queue_counts(window, app)
+        else:
+            counts = self.jobs.queue_counts(window, app)
+        rates = {}
+        for name, per_status in counts.items():
+            processed = sum(per_status.values())
+            if processed and (queue is None or name[1] == queue):
+                failed = per_status.get(JobStatus.failed, 0)
+                failed += per_status.get(JobStatus.timed_out, 0)
+                rates[name] = failed / processed  # as Stats.failure_rate defines it
+        return rates
 
     # -- jobs, workers, servers --------------------------------------------------------------
 
     def job_summaries(
         self, window: Window, app: str | None = None, queue: str | None = None
     ) -> list[JobSummary]:
-        return self.jobs.job_summaries(window, app, queue)
+        """Every job with data in ``window``, most processed first."""
+        if not self._cached(window):
+            return self.jobs.job_summaries(window, app, queue)
+        return self.figures(window, app).job_summaries(queue=queue)
 
     def workers(
         self,
@@ -196,7 +244,10 @@ class Analytics:
         return self.state.workers(app, state=state, queue=queue)
 
     def server_summaries(self, app: str | None = None) -> list[ServerSummary]:
-        per_host = Counter(w.hostname for w in self.state.workers(app) if w.alive)
+        return self._server_summaries(self.state.workers(app), app)
+
+    def _server_summaries(self, workers: list[WorkerView], app: str | None) -> list[ServerSummary]:
+        per_host = Counter(w.hostname for w in workers if w.alive)
         return [
             ServerSummary(
                 server, per_host.get(server.hostname, 0), server_health(server, self.thresholds)
@@ -208,17 +259,18 @@ class Analytics:
         """Totals, every queue, worker counts by state and servers, for one window."""
         workers = self.state.workers(app)
         counts = Counter(str(w.state) for w in workers)
+        figures = self.figures(window, app)
         return Overview(
             window=window,
             generated_at=self.clock(),
-            totals=self.jobs.totals(window, app),
-            queues=self.queue_summaries(window, app),
+            totals=figures.totals,
+            queues=self._queue_summaries(figures.queues, workers, app, None),
             workers={
                 "total": len(workers),
                 **{str(state): counts.get(str(state), 0) for state in WorkerState},
             },
             fleet_health=fleet_health(workers, self.thresholds, self.clock()),
-            servers=self.server_summaries(app),
+            servers=self._server_summaries(workers, app),
             dropped={
                 name: n
                 for name, n in self.storage.read_dropped(window.start, window.end).items()

@@ -14,12 +14,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeAlias, runtime_checkable
 
 from queuelens.model import (
     Aggregate,
     FlushBatch,
     GaugeSample,
+    JobStatus,
     Resolution,
     SeriesKey,
     WorkerHeartbeat,
@@ -27,6 +28,7 @@ from queuelens.model import (
 )
 
 __all__ = [
+    "BucketSpan",
     "GaugeStat",
     "PruneReport",
     "QueueInfo",
@@ -35,6 +37,7 @@ __all__ = [
     "Storage",
     "StorageError",
     "StorageUnavailable",
+    "WindowReads",
     "WorkerRecord",
 ]
 
@@ -251,3 +254,44 @@ class Storage(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+#: ``(resolution, start, end)``: the buckets of one resolution whose start lies in
+#: ``[start, end)``
+BucketSpan: TypeAlias = tuple[Resolution, float, float]
+
+
+@runtime_checkable
+class WindowReads(Protocol):
+    """Reads that spare the read side decoding every bucket on its own.
+
+    Optional: the SQL driver has them; for a storage without them the analytics fall back to
+    :meth:`Storage.read_buckets` and the listings, which give the same answers more slowly.
+    """
+
+    def read_merged(
+        self, series: Sequence[SeriesKey], spans: Sequence[BucketSpan]
+    ) -> dict[SeriesKey, Aggregate]:
+        """Per series, all its buckets in ``spans`` merged into one aggregate (series with
+        no such bucket are absent)."""
+        ...
+
+    def read_counts(
+        self, spans: Sequence[BucketSpan], app: str | None = None
+    ) -> list[dict[SeriesKey, dict[int, dict[JobStatus, int]]]]:
+        """Per span: attempts per status of each of its buckets, per series (of every app, or
+        of ``app``) and bucket start; no sketch is read. One round trip, and one statement,
+        so the spans are read at one instant."""
+        ...
+
+    def count_attempts(
+        self, spans: Sequence[BucketSpan], app: str | None = None
+    ) -> list[tuple[int, int]]:
+        """Per span, the number of buckets and the attempts they count, over every series (of
+        ``app``), in one round trip.
+
+        A change marker: each outcome is counted under exactly one status, so a write that
+        changes a bucket adds at least one attempt to it, and nothing but pruning past
+        retention takes one away. An unchanged pair means the span's buckets are unchanged.
+        """
+        ...

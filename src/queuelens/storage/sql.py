@@ -31,10 +31,8 @@ transaction: a retry of a batch that did commit finds its sequence and returns F
 
 from __future__ import annotations
 
-import math
 import os
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -43,15 +41,17 @@ from sqlalchemy.engine import Connection
 
 from queuelens.model import (
     Aggregate,
-    ExceptionStat,
     FlushBatch,
     GaugeSample,
+    JobStatus,
     Resolution,
     SeriesKey,
     WorkerHeartbeat,
 )
 from queuelens.sketch import Sketch, SketchError
+from queuelens.storage import sql_read
 from queuelens.storage.base import (
+    BucketSpan,
     GaugeStat,
     PruneReport,
     QueueInfo,
@@ -62,19 +62,16 @@ from queuelens.storage.base import (
 )
 from queuelens.storage.sql_engine import Database, current_revision, engine_url
 from queuelens.storage.sql_prune import prune_all
+from queuelens.storage.sql_read import int_range
 from queuelens.storage.sql_rows import (
-    aggregate_from_row,
     check_name,
-    chunks,
     key_hash,
     upsert,
     worker_record,
     worker_row,
 )
 from queuelens.storage.sql_schema import (
-    buckets,
     dropped,
-    exceptions,
     gauge_buckets,
     gauge_latest,
     gauge_sources,
@@ -94,19 +91,6 @@ from queuelens.storage.sql_write import (
 __all__ = ["SQLStorage", "migrate", "schema_revision"]
 
 T = TypeVar("T")
-
-_LIVE: weakref.WeakSet[SQLStorage] = weakref.WeakSet()
-
-
-def _forget_connections_in_child() -> None:
-    # A forked child must not talk over its parent's sockets (or SQLite handles): drop the
-    # pooled connections without closing them, which would disturb the parent's sessions.
-    for storage in list(_LIVE):
-        storage._db.dispose(close=False)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_connections_in_child)
 
 
 def migrate(url: str) -> str:
@@ -162,7 +146,6 @@ class SQLStorage:
         except BaseException:
             self._db.dispose()
             raise
-        _LIVE.add(self)
 
     def __repr__(self) -> str:
         return f"SQLStorage({self.url!r})"
@@ -240,28 +223,49 @@ class SQLStorage:
         start: float,
         end: float,
     ) -> dict[SeriesKey, dict[int, Aggregate]]:
-        low, high = _int_range(start, end)
-        wanted = {key_hash(s.app, s.queue, s.job): s for s in series}
-        if not wanted or low >= high:
+        low, high = int_range(start, end)
+        if not series or low >= high:
             return {}
-        width = int(resolution)
+        accuracy = self.relative_accuracy
+        return self._run(
+            lambda conn: sql_read.read_buckets(
+                conn, sql_read.series_ids(conn, series), resolution, low, high, accuracy
+            ),
+            write=False,
+            action="reading buckets",
+        )
 
-        def work(conn: Connection) -> dict[SeriesKey, dict[int, Aggregate]]:
-            keys = {i: wanted[h] for h, i in registry_ids(conn, series_table, wanted).items()}
-            out: dict[SeriesKey, dict[int, Aggregate]] = {}
-            for id_chunk in chunks(sorted(keys)):
-                for row in conn.execute(_range(buckets, id_chunk, width, low, high)).mappings():
-                    aggregate = aggregate_from_row(row, self.relative_accuracy)
-                    out.setdefault(keys[row["series_id"]], {})[row["bucket_start"]] = aggregate
-                for row in conn.execute(_range(exceptions, id_chunk, width, low, high)).mappings():
-                    bucket = out.get(keys[row["series_id"]], {}).get(row["bucket_start"])
-                    if bucket is not None:
-                        bucket.exceptions[row["exception_type"]] = ExceptionStat(
-                            int(row["count"]), row["last_message"], row["last_seen"]
-                        )
-            return out
+    def read_merged(
+        self, series: Sequence[SeriesKey], spans: Sequence[BucketSpan]
+    ) -> dict[SeriesKey, Aggregate]:
+        if not series or not spans:
+            return {}
+        accuracy = self.relative_accuracy
+        return self._run(
+            lambda conn: sql_read.read_merged(
+                conn, sql_read.series_ids(conn, series), spans, accuracy
+            ),
+            write=False,
+            action="reading merged buckets",
+        )
 
-        return self._run(work, write=False, action="reading buckets")
+    def read_counts(
+        self, spans: Sequence[BucketSpan], app: str | None = None
+    ) -> list[dict[SeriesKey, dict[int, dict[JobStatus, int]]]]:
+        return self._run(
+            lambda conn: sql_read.read_counts(conn, spans, app),
+            write=False,
+            action="reading bucket counts",
+        )
+
+    def count_attempts(
+        self, spans: Sequence[BucketSpan], app: str | None = None
+    ) -> list[tuple[int, int]]:
+        return self._run(
+            lambda conn: sql_read.count_attempts(conn, spans, app),
+            write=False,
+            action="counting attempts",
+        )
 
     def read_gauges(
         self,
@@ -272,7 +276,7 @@ class SQLStorage:
         start: float,
         end: float,
     ) -> dict[int, dict[str, GaugeStat]]:
-        low, high = _int_range(start, end)
+        low, high = int_range(start, end)
         source_hash = key_hash(kind, app, key)
 
         def work(conn: Connection) -> dict[int, dict[str, GaugeStat]]:
@@ -325,7 +329,7 @@ class SQLStorage:
         return self._run(work, write=False, action=f"reading the latest {kind} gauges")
 
     def read_dropped(self, start: float, end: float) -> dict[str, int]:
-        low, high = _int_range(start, end)
+        low, high = int_range(start, end)
         stmt = select(dropped.c.app, dropped.c.count).where(
             dropped.c.minute >= low, dropped.c.minute < high
         )
@@ -434,30 +438,13 @@ class SQLStorage:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            _LIVE.discard(self)
             self._db.dispose()
 
 
 def _range(table: Table, ids: Sequence[int], resolution: int, low: int, high: int) -> Any:
-    owner = table.c.series_id if "series_id" in table.c else table.c.source_id
     return select(table).where(
-        owner.in_(ids),
+        table.c.source_id.in_(ids),
         table.c.resolution == resolution,
         table.c.bucket_start >= low,
         table.c.bucket_start < high,
     )
-
-
-def _int_range(start: float, end: float) -> tuple[int, int]:
-    """``[start, end)`` over integer bucket starts as integer bounds: comparing a BIGINT
-    column with a float parameter would keep PostgreSQL from using the index."""
-    return _ceil(start), _ceil(end)
-
-
-def _ceil(value: float) -> int:
-    if math.isnan(value):
-        raise StorageError("a time bound is NaN; pass unix seconds")
-    limit = 2**62  # beyond any bucket start, within BIGINT
-    if math.isinf(value):
-        return limit if value > 0 else -limit
-    return max(-limit, min(limit, math.ceil(value)))
